@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_CORE := $(VENV)/.core-installed
+STAMP_TEST := $(VENV)/.test-installed
+
+.PHONY: demo test lint gpu clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP_CORE): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Tests compare against the reference frameworks (paddle, paddlenlp, PyTorch,
+# transformers) running the same weights, so they need every extra but gpu.
+$(STAMP_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev,serve,paddle,hf]"
+	touch $(STAMP_CORE) $@
+
+demo: $(STAMP_CORE)
+	$(BIN)/python tools/demo.py
+
+test: $(STAMP_TEST)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check src tests infer.py tools
+	$(BIN)/mypy
+
+# CUDA: onnxruntime-gpu replaces onnxruntime (both ship the `onnxruntime` module).
+gpu: $(STAMP_CORE)
+	$(BIN)/pip uninstall -q -y onnxruntime
+	$(BIN)/pip install -q ".[gpu]"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info src/*.egg-info

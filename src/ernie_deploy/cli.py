@@ -1,0 +1,150 @@
+"""The `ernie-deploy` command line: infer | predict | inspect."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from itertools import chain, islice
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ernie_deploy.errors import ErnieDeployError, InputError
+
+app = typer.Typer(
+    name="ernie-deploy",
+    help="Deploy ERNIE / BERT-family NLP models on ONNX Runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(exc: ErnieDeployError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2 if isinstance(exc, InputError) else 1)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def infer(ctx: typer.Context) -> None:
+    """The ERNIE 3.0 guide's infer.py: same flags (--task_name, --model_path, ...), same lines."""
+    raise typer.Exit(_infer_main(list(ctx.args)))
+
+
+def _infer_main(args: list[str]) -> int:
+    from ernie_deploy.infer_cli import main as infer_main
+
+    return infer_main(args, prog="ernie-deploy infer")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Model directory or .onnx file.")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to predict.")] = None,
+    input_file: Annotated[
+        Optional[Path], typer.Option("--input-file", "-i", help=".txt (one per line) or .jsonl.")
+    ] = None,
+    output_file: Annotated[
+        Optional[Path], typer.Option("--output-file", "-o", help="jsonl results (default stdout).")
+    ] = None,
+    task: Annotated[Optional[str], typer.Option(help="token_cls, seq_cls, embedding, rerank.")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
+    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 on CUDA (cc >= 7.0).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sequences per session.run.")] = 32,
+    max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence.")] = None,
+    truncate: Annotated[bool, typer.Option("--truncate", help="Cut over-long texts.")] = False,
+    top_k: Annotated[int, typer.Option(help="seq_cls: labels listed per text.")] = 1,
+    query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
+    text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
+) -> None:
+    """Predict texts given as arguments or in a file; results are jsonl, written as they are made."""
+    from ernie_deploy.api import load
+    from ernie_deploy.textio import JsonlWriter, iter_records
+
+    try:
+        if texts and input_file:
+            raise InputError("Pass texts as arguments or with --input-file, not both.")
+        if not texts and input_file is None:
+            raise InputError("No texts given: pass them as arguments or with --input-file FILE.")
+        if input_file is not None:
+            records: Iterator[dict[str, Any]] = iter_records(input_file, text_field)
+            first = next(records)  # fail on a bad file before loading the model
+            records = chain([first], records)
+            total = _count_lines(input_file)
+        else:
+            records = iter([{"text": t} for t in texts or []])
+            total = len(texts or [])
+        predictor = load(
+            model, task=task, device=device, fp16=fp16, tokenizer_dir=tokenizer,
+            max_seq_length=max_seq_length, batch_size=batch_size, truncate=truncate, top_k=top_k,
+        )
+        for notice in predictor.model.notices:
+            typer.echo(f"note: {notice}", err=True)
+        out = output_file.open("w", encoding="utf-8") if output_file else sys.stdout
+        try:
+            _write_results(predictor, records, JsonlWriter(out), query, total, output_file)
+        finally:
+            if output_file:
+                out.close()
+    except ErnieDeployError as exc:
+        raise _fail(exc) from None
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _write_results(
+    predictor: Any, records: Iterator[dict[str, Any]], writer: Any, query: Optional[str],
+    total: int, output_file: Optional[Path],
+) -> None:
+    if predictor.task == "rerank":
+        if not query:
+            raise InputError("A rerank model needs --query: the texts are the documents ranked.")
+        docs = [r["text"] for r in records]
+        for hit in predictor.rerank(query, docs).hits:
+            writer.write({"query": query, **hit.to_dict()})
+        return
+    from rich.progress import Progress
+
+    show = output_file is not None and total > 256 and sys.stderr.isatty()
+    with Progress(disable=not show, transient=True) as progress:
+        bar = progress.add_task("predicting", total=total)
+        done = 0
+        while chunk := list(islice(records, 256)):
+            results = predictor.predict([r["text"] for r in chunk], first_index=done)
+            for record, result in zip(chunk, results):
+                writer.write({**record, **result.to_dict()})
+            done += len(chunk)
+            progress.update(bar, advance=len(chunk))
+    if output_file is not None:
+        typer.echo(f"wrote {writer.count} results to {output_file}", err=True)
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="Model directory or .onnx file.")],
+    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
+) -> None:
+    """Show a model's inputs, outputs, opset, task, labels and the execution providers."""
+    from ernie_deploy.inspect import describe
+
+    try:
+        typer.echo(describe(model, tokenizer))
+    except ErnieDeployError as exc:
+        raise _fail(exc) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("AISTUDIO_BOS_OFFLINE", "1")  # never reach a model hub
+    if len(sys.argv) > 1 and sys.argv[1] == "infer":
+        sys.exit(_infer_main(sys.argv[2:]))
+    app()

@@ -1,0 +1,60 @@
+"""The exception hierarchy: every error ernie-deploy raises on purpose is defined here.
+
+Each message is one sentence that says what is wrong and names the fix. Entry
+points (CLI, HTTP) map the classes to exit codes and status codes; nothing else
+should need to parse a message.
+"""
+
+from __future__ import annotations
+
+
+class ErnieDeployError(Exception):
+    """Base class: a problem the user can fix, reported without a traceback."""
+
+
+class ModelNotFoundError(ErnieDeployError):
+    """The model file or directory does not exist or holds no ONNX graph."""
+
+
+class ModelLoadError(ErnieDeployError):
+    """The ONNX file exists but ONNX Runtime cannot load it (corrupt or unsupported)."""
+
+
+class TokenizerNotFoundError(ErnieDeployError):
+    """No tokenizer files (tokenizer.json or vocab.txt) where one was expected."""
+
+
+class ConfigError(ErnieDeployError):
+    """A config file or argument is malformed or inconsistent."""
+
+
+class UnknownTaskError(ConfigError):
+    """The task name is not one of the supported tasks, or cannot be inferred."""
+
+
+class LabelMismatchError(ConfigError):
+    """The number of labels differs from the size of the model's output."""
+
+
+class UnsupportedGraphError(ErnieDeployError):
+    """The graph declares inputs or outputs this tool cannot feed or read."""
+
+
+class ProviderNotAvailableError(ErnieDeployError):
+    """An explicitly requested execution provider is not installed."""
+
+
+class InputError(ErnieDeployError):
+    """Bad user input (maps to exit code 2 / HTTP 4xx)."""
+
+
+class EmptyInputError(InputError):
+    """No texts, or an empty text, where one is required."""
+
+
+class InputEncodingError(InputError):
+    """An input file is not valid UTF-8."""
+
+
+class InputTooLongError(InputError):
+    """A text exceeds the model's maximum length and truncation was not requested."""

@@ -1,0 +1,198 @@
+"""`infer.py` / `ernie-deploy infer`: the ERNIE 3.0 deployment guide's command line and printed lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from ernie_deploy.errors import ErnieDeployError, InputError
+from ernie_deploy.textio import JsonlWriter, iter_records
+
+GUIDE_LABELS = {
+    "token_cls": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
+    "seq_cls": (
+        "news_story", "news_culture", "news_entertainment", "news_sports", "news_finance",
+        "news_house", "news_car", "news_edu", "news_tech", "news_military", "news_travel",
+        "news_world", "news_stock", "news_agriculture", "news_game",
+    ),
+}
+DEMO_TEXTS = {
+    "token_cls": [
+        "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
+        "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。",
+    ],
+    "seq_cls": [
+        "未来自动驾驶真的会让酒驾和疲劳驾驶成历史吗？",
+        "黄磊接受华少快问快答，不光智商逆天，情商也不逊黄渤",
+    ],
+}
+DEMO_TEXTS["embedding"] = DEMO_TEXTS["seq_cls"]
+DEMO_RERANK_QUERY = "自动驾驶会让酒驾成为历史吗？"
+DEMO_TEXTS["rerank"] = DEMO_TEXTS["seq_cls"] + DEMO_TEXTS["token_cls"]
+SEPARATOR = "-----------------------------"
+BACKEND = ">>> [InferBackend]"
+
+
+def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Predict with an ERNIE / BERT ONNX model the way the ERNIE 3.0 guide's "
+        "infer.py does, with exact character offsets and no silent truncation.",
+    )
+    p.add_argument("--task_name", default="seq_cls",
+                   help="seq_cls, token_cls, embedding or rerank (default seq_cls).")
+    p.add_argument("--model_name_or_path", default="ernie-3.0-medium-zh",
+                   help="Directory with the tokenizer (vocab.txt or tokenizer.json); "
+                   "default: the model's own directory.")
+    p.add_argument("--model_path", default=None,
+                   help="The .onnx file (or a model directory).")
+    p.add_argument("--max_seq_length", type=int, default=128,
+                   help="Tokens per sequence incl. special tokens; NER windows longer texts.")
+    p.add_argument("--use_fp16", action="store_true",
+                   help="fp16 on a CUDA GPU of compute capability >= 7.0 (ignored on CPU).")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or tensorrt[:N].")
+    p.add_argument("--batch_size", type=int, default=32, help="Sequences per session.run.")
+    p.add_argument("--text", action="append", default=None,
+                   help="A text to predict (repeatable); default: the guide's demo texts.")
+    p.add_argument("--input_file", default=None,
+                   help="A .txt file (one text per line) or .jsonl file (field 'text').")
+    p.add_argument("--output_file", default=None, help="Write results as jsonl here.")
+    p.add_argument("--query", default=None, help="rerank: the query the texts are ranked for.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "infer.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        return _run(args)
+    except ErnieDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    except BrokenPipeError:
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ernie_deploy.api import load
+    from ernie_deploy.runtime.model_dir import TASKS, find_model
+
+    if args.task_name not in TASKS:
+        raise InputError(f"Unknown --task_name {args.task_name!r}: use one of {', '.join(TASKS)}.")
+    if args.model_path is None:
+        raise InputError("No model given: pass --model_path with the .onnx file (or model directory).")
+    tok_dir = _tokenizer_dir(args)
+    if args.text and args.input_file:
+        raise InputError("Pass texts with --text or --input_file, not both.")
+    print(f"{BACKEND} Creating Engine ...")
+    files = find_model(args.model_path, tok_dir)
+    labels = None
+    if args.task_name in GUIDE_LABELS and not files.config.labels:
+        labels = GUIDE_LABELS[args.task_name]
+    predictor = load(
+        args.model_path,
+        task=args.task_name,
+        device=args.device,
+        fp16=args.use_fp16,
+        labels=labels,
+        tokenizer_dir=tok_dir,
+        max_seq_length=args.max_seq_length,
+        batch_size=args.batch_size,
+        truncate=True,
+    )
+    model = predictor.model
+    print(f"{BACKEND} Use {'GPU' if model.on_gpu else 'CPU'} to inference ...")
+    if model.fp16_active:
+        print(f"{BACKEND} Use FP16 to inference ...")
+    for notice in model.notices:
+        print(f"{BACKEND} {notice}")
+    print(f"{BACKEND} Engine Created ...")
+
+    records = _records(args)
+    out = open(args.output_file, "w", encoding="utf-8") if args.output_file else None  # noqa: SIM115
+    try:
+        writer = JsonlWriter(out) if out else None
+        if args.task_name == "rerank":
+            return _rerank(predictor, args.query or DEMO_RERANK_QUERY, records, writer)
+        for chunk in _chunks(records, 256):
+            texts = [r["text"] for r in chunk]
+            _warn_truncated(predictor, texts, args.task_name)
+            for record, result in zip(chunk, predictor.predict(texts)):  # type: ignore[union-attr]
+                _print_result(args.task_name, result)
+                if writer:
+                    writer.write({**record, **result.to_dict()})
+    finally:
+        if out:
+            out.close()
+    return 0
+
+
+def _tokenizer_dir(args: argparse.Namespace) -> Path | None:
+    """The guide's --model_name_or_path names a hub model; here only a local directory counts."""
+    given = Path(args.model_name_or_path).expanduser()
+    if given.is_dir():
+        return given
+    if args.model_name_or_path != build_parser().get_default("model_name_or_path"):
+        return given  # find_model reports it missing, with the fix
+    return None  # the default hub name: use the tokenizer beside the model
+
+
+def _records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    if args.input_file:
+        return iter_records(args.input_file)
+    texts = args.text if args.text else DEMO_TEXTS[args.task_name]
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"--text number {i + 1} is empty: pass non-empty texts.")
+    return iter({"text": t} for t in texts)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _warn_truncated(predictor: Any, texts: list[str], task: str) -> None:
+    if task == "token_cls":
+        return  # windowed, never truncated
+    engine = predictor.engine
+    limit = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
+    for text, t in zip(texts, engine.tokenizer.tokenize(texts)):
+        if len(t.ids) > limit:
+            print(
+                f"warning: input of {len(t.ids)} tokens truncated to {limit} "
+                f"(--max_seq_length {engine.max_seq_length}): {text[:30]}...",
+                file=sys.stderr,
+            )
+
+
+def _print_result(task: str, result: Any) -> None:
+    print("input data:", result.text)
+    if task == "token_cls":
+        print("The model detects all entities:")
+        for e in result.entities:
+            print("entity:", e.text, "  label:", e.label, "  pos:", [e.start, e.end - 1])
+    elif task == "seq_cls":
+        print("seq cls result:")
+        print("label:", result.label, "  confidence:", result.score)
+    else:
+        vec = result.vector
+        head = ", ".join(f"{x:.6f}" for x in vec[:4])
+        print(f"embedding: dim {len(vec)}   [{head}, ...]")
+    print(SEPARATOR)
+
+
+def _rerank(predictor: Any, query: str, records: Iterator[dict[str, Any]], writer: Any) -> int:
+    docs = [r["text"] for r in records]
+    result = predictor.rerank(query, docs)
+    print("query:", query)
+    for rank, hit in enumerate(result.hits, start=1):
+        print("rank:", rank, "  score:", hit.score, "  index:", hit.index, "  document:", hit.document)
+        if writer:
+            writer.write({"query": query, "rank": rank, **hit.to_dict()})
+    print(SEPARATOR)
+    return 0

@@ -1,0 +1,206 @@
+"""The one place that builds onnxruntime.InferenceSession objects and feeds them by name."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ernie_deploy.errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedGraphError
+from ernie_deploy.runtime.device import CPU, CUDA, TENSORRT, parse_device, resolve_providers
+from ernie_deploy.runtime.device import usable_cpus as _usable_cpus
+
+# Inputs we know how to produce, and the other names exporters give them.
+FEEDABLE = ("input_ids", "token_type_ids", "attention_mask", "position_ids")
+_ALIASES = {
+    "segment_ids": "token_type_ids",
+    "input_mask": "attention_mask",
+    "pos_ids": "position_ids",
+    "ids": "input_ids",
+}
+_ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+FP16_CPU_NOTICE = "use_fp16 only takes effect when deploying on gpu ..."
+
+
+class FallbackWarning(RuntimeWarning):
+    """A GPU session was asked for but ONNX Runtime placed the graph on the CPU."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How to build a session.
+
+    Args:
+        device: "auto" (CUDA when installed, else CPU), "cpu", "cuda[:N]" or "tensorrt[:N]".
+        intra_op_threads: threads inside one operator; None sizes it from the CPUs this
+            process may use (affinity and cgroup quota), not the host's core count.
+        inter_op_threads: threads across independent operators (sequential execution: 1).
+        graph_optimization: "disable", "basic", "extended" or "all".
+        fp16: ask for fp16; only honoured on CUDA/TensorRT with compute capability >= 7.0.
+        cpu_mem_arena: keep ORT's CPU arena (faster; grows to the largest batch seen).
+    """
+
+    device: str = "auto"
+    intra_op_threads: int | None = None
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    fp16: bool = False
+    cpu_mem_arena: bool = True
+
+    def __post_init__(self) -> None:
+        parse_device(self.device)
+        if self.graph_optimization not in _OPT_LEVELS:
+            raise ConfigError(
+                f"Unknown graph optimisation level {self.graph_optimization!r}: "
+                f"use one of {', '.join(_OPT_LEVELS)}."
+            )
+        if self.intra_op_threads is not None and self.intra_op_threads < 1:
+            raise ConfigError("intra_op_threads must be at least 1 (or None to size it).")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input: its declared name, the feature it takes, and its integer dtype."""
+
+    name: str
+    feature: str
+    dtype: type[np.integer]
+
+
+@dataclass
+class OnnxModel:
+    """A loaded ONNX graph: feeds the inputs it declares, returns outputs by name."""
+
+    path: Path
+    config: RuntimeConfig
+    session: object = field(repr=False)
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]
+    output_shapes: dict[str, list[object]]
+    providers: tuple[str, ...]
+    fp16_active: bool = False
+    notices: tuple[str, ...] = ()
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] in (CUDA, TENSORRT)
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The features (input_ids, token_type_ids, ...) this graph takes."""
+        return frozenset(spec.feature for spec in self.inputs)
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], output_names: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run on features keyed by FEEDABLE names; only the declared inputs are fed."""
+        ort_feeds = {}
+        for spec in self.inputs:
+            value = feeds.get(spec.feature)
+            if value is None:
+                raise UnsupportedGraphError(
+                    f"The graph needs input {spec.name!r} ({spec.feature}) but the caller "
+                    f"provided only {', '.join(sorted(feeds))}."
+                )
+            ort_feeds[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
+        names = list(output_names) if output_names is not None else list(self.outputs)
+        values = self.session.run(names, ort_feeds)  # type: ignore[attr-defined]
+        return dict(zip(names, values))
+
+
+def build_session_options(config: RuntimeConfig) -> object:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.intra_op_threads or _usable_cpus()
+    opts.inter_op_num_threads = config.inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[config.graph_optimization]
+    # Shapes change with every batch: memory patterns only pay off for fixed shapes.
+    opts.enable_mem_pattern = False
+    opts.enable_cpu_mem_arena = config.cpu_mem_arena
+    opts.log_severity_level = 3
+    return opts
+
+
+def load_model(path: str | Path, config: RuntimeConfig | None = None) -> OnnxModel:
+    """Build the session for one .onnx file; every InferenceSession in the package comes from here."""
+    import onnxruntime as ort
+
+    config = config or RuntimeConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"Model file {path} does not exist: pass the path of an .onnx file or a model directory."
+        )
+    device = parse_device(config.device)
+    providers = resolve_providers(device)
+    notices: list[str] = []
+    fp16_active = False
+    if config.fp16 and not any(name in (CUDA, TENSORRT) for name, _ in providers):
+        notices.append(FP16_CPU_NOTICE)
+    try:
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=build_session_options(config),
+            providers=[name for name, _ in providers],
+            provider_options=[opts for _, opts in providers],
+        )
+    except Exception as exc:  # ORT raises several unrelated exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"ONNX Runtime cannot load {path} ({first[:300]}): re-export the model "
+            "(e.g. with paddle2onnx or `ernie-deploy convert`) and check the file is complete."
+        ) from exc
+    used = tuple(session.get_providers())
+    if providers[0][0] != CPU and used[0] == CPU:
+        message = (
+            f"{providers[0][0]} was requested but ONNX Runtime placed the model on the CPU "
+            "(CUDA/cuDNN libraries missing or mismatched?): inference will be slow; "
+            "check `python -c 'import onnxruntime; onnxruntime.preload_dlls()'`."
+        )
+        warnings.warn(message, FallbackWarning, stacklevel=2)
+        notices.append(message)
+    if config.fp16 and used[0] != CPU:
+        # fp16 conversion (gated on compute capability) is added by the conversion layer.
+        notices.append("fp16 is not available for this model yet: running fp32.")
+    return OnnxModel(
+        path=path,
+        config=config,
+        session=session,
+        inputs=_input_specs(session, path),
+        outputs=tuple(o.name for o in session.get_outputs()),
+        output_shapes={o.name: list(o.shape) for o in session.get_outputs()},
+        providers=used,
+        fp16_active=fp16_active,
+        notices=tuple(notices),
+    )
+
+
+def _input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:
+    specs = []
+    for node in session.get_inputs():  # type: ignore[attr-defined]
+        feature = node.name if node.name in FEEDABLE else _ALIASES.get(node.name)
+        dtype = _ORT_DTYPES.get(node.type)
+        if feature is None or dtype is None:
+            raise UnsupportedGraphError(
+                f"Graph {path.name} has input {node.name!r} of type {node.type}, which cannot be "
+                f"fed: inputs must be int32/int64 and named one of {', '.join(FEEDABLE)}; "
+                "re-export the model with those inputs."
+            )
+        specs.append(InputSpec(node.name, feature, dtype))
+    if not any(spec.feature == "input_ids" for spec in specs):
+        raise UnsupportedGraphError(
+            f"Graph {path.name} has no input_ids input: re-export it with the token ids as an input."
+        )
+    return tuple(specs)

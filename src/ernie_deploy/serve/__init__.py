@@ -1,0 +1,1 @@
+"""HTTP serving: FastAPI app factory, request schemas, dynamic batcher (needs the [serve] extra)."""

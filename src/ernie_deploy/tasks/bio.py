@@ -1,0 +1,116 @@
+"""Tag decoding: BIO / IOB2 / BIOES (and BMES, IO) tag sequences to entities with character spans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.tasks.results import Entity
+
+OUTSIDE, BEGIN, INSIDE, END, SINGLE = "O", "B", "I", "E", "S"
+_PREFIXES = {"B": BEGIN, "I": INSIDE, "M": INSIDE, "E": END, "S": SINGLE}
+
+
+@dataclass(frozen=True)
+class TagSet:
+    """Labels split into a position prefix (O, B, I, E, S) and an entity type."""
+
+    labels: tuple[str, ...]
+    prefixes: tuple[str, ...]
+    types: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, labels: Sequence[str]) -> TagSet:
+        prefixes, types = [], []
+        for label in labels:
+            prefix, kind = parse_label(label)
+            prefixes.append(prefix)
+            types.append(kind)
+        if OUTSIDE not in prefixes:
+            raise ConfigError(
+                f"The token labels ({', '.join(labels)}) have no 'O' tag: token_cls needs "
+                "BIO/BIOES labels such as O, B-PER, I-PER."
+            )
+        return cls(tuple(labels), tuple(prefixes), tuple(types))
+
+
+def parse_label(label: str) -> tuple[str, str]:
+    """'B-PER' -> ('B', 'PER'); 'O' -> ('O', ''); a bare 'PER' (IO scheme) -> ('I', 'PER')."""
+    if label in ("O", "o", "OUTSIDE"):
+        return OUTSIDE, ""
+    for sep in ("-", "_"):
+        head, found, tail = label.partition(sep)
+        if found and head.upper() in _PREFIXES and tail:
+            return _PREFIXES[head.upper()], tail
+    return INSIDE, label
+
+
+def word_starts(word_ids: np.ndarray) -> np.ndarray:
+    """Indices of the first piece of each word (a token whose word id differs from the previous)."""
+    if len(word_ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.empty(len(word_ids), dtype=bool)
+    change[0] = True
+    change[1:] = word_ids[1:] != word_ids[:-1]
+    return np.flatnonzero(change)
+
+
+def decode(
+    text: str,
+    tags: np.ndarray,
+    scores: np.ndarray,
+    offsets: np.ndarray,
+    word_ids: np.ndarray,
+    tagset: TagSet,
+    strict: bool = False,
+) -> tuple[Entity, ...]:
+    """Turn per-token tag ids into entities.
+
+    Each word takes the tag (and score) of its first sub-word piece; its span runs from
+    its first piece's start to its last piece's end. `I-X` after `O` (or `E-X` alone)
+    opens an entity unless `strict`; `I-Y` inside an X entity closes X and opens Y
+    (strict: closes X and drops the Y piece). An entity still open at the end is kept.
+    Offsets are character offsets into `text`, so `entity.text == text[start:end]`.
+    """
+    starts = word_starts(word_ids)
+    if len(starts) == 0:
+        return ()
+    ends = np.append(starts[1:], len(word_ids)) - 1
+    span_start = offsets[starts, 0]
+    span_end = offsets[ends, 1]
+    word_tags = tags[starts]
+    word_scores = scores[starts]
+
+    entities: list[Entity] = []
+    kind = ""
+    first = last = -1
+    total = 0.0
+
+    def close() -> None:
+        nonlocal kind
+        if kind:
+            s, e = int(span_start[first]), int(span_end[last])
+            entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))
+        kind = ""
+
+    for w in range(len(starts)):
+        prefix = tagset.prefixes[word_tags[w]]
+        label = tagset.types[word_tags[w]]
+        score = float(word_scores[w])
+        continues = kind == label and prefix in (INSIDE, END)
+        if continues:
+            last, total = w, total + score
+            if prefix == END:
+                close()
+            continue
+        close()
+        if prefix == OUTSIDE or (strict and prefix in (INSIDE, END)):
+            continue
+        kind, first, last, total = label, w, w, score
+        if prefix in (SINGLE, END):
+            close()
+    close()
+    return tuple(entities)

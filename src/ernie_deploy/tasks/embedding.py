@@ -1,0 +1,80 @@
+"""Text embedding: CLS or mean pooling of the last hidden state (or a pooled output), L2-normalised."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.tasks.batching import Encoded
+from ernie_deploy.tasks.engine import Engine, Predictor, pick_output
+from ernie_deploy.tasks.results import EmbeddingResult
+
+POOLED_NAMES = ("sentence_embedding", "sentence_embeddings", "text_embeds", "embeddings")
+TOKEN_NAMES = ("last_hidden_state", "token_embeddings", "sequence_output")
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """[B,T,H] hidden states + [B,T] attention mask -> [B,H] (CLS: first token; mean: masked mean)."""
+    if pooling == "cls":
+        return hidden[:, 0, :]
+    weights = mask[:, :, None].astype(hidden.dtype)
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class Embedder(Predictor[EmbeddingResult]):
+    """Sentence embeddings.
+
+    Args:
+        engine: tokenizer + model + batching.
+        pooling: "cls" or "mean", applied when the graph outputs token states; a graph that
+            outputs a pooled vector (e.g. `sentence_embedding`) is used as it is.
+        normalize: L2-normalise the vectors (cosine similarity = dot product).
+        truncate: cut texts longer than max_seq_length instead of raising InputTooLongError.
+    """
+
+    task = "embedding"
+
+    def __init__(
+        self, engine: Engine, pooling: str = "cls", normalize: bool = True, truncate: bool = False
+    ) -> None:
+        super().__init__(engine)
+        if pooling not in ("cls", "mean"):
+            raise ConfigError(f"Unknown pooling {pooling!r}: use 'cls' or 'mean'.")
+        model = engine.model
+        pooled = [n for n in POOLED_NAMES if n in model.outputs]
+        if pooled:
+            self.output, self.token_level = pooled[0], False
+        else:
+            try:
+                self.output, self.token_level = pick_output(model, 3, TOKEN_NAMES), True
+            except Exception:
+                self.output, self.token_level = pick_output(model, 2, ("pooler_output",)), False
+        self.pooling = pooling
+        self.normalize = normalize
+        self.truncate = truncate
+
+    def vectors(self, texts: list[str], first_index: int = 0) -> np.ndarray:
+        """Embeddings [n_texts, hidden] in input order."""
+        tok = self.engine.tokenizer
+        limit = self.engine.max_seq_length - tok.num_special_tokens(False)
+        seqs = []
+        for i, t in enumerate(tok.tokenize(texts)):
+            ids, types, _ = tok.build_inputs(self.engine.fit(t.ids, limit, self.truncate, first_index + i))
+            seqs.append(Encoded(ids, types))
+        out: np.ndarray | None = None
+        for batch, values in self.engine.run(seqs, self.output):
+            if self.token_level:
+                values = pool(values, batch.features["attention_mask"], self.pooling)
+            if out is None:
+                out = np.empty((len(seqs), values.shape[-1]), np.float32)
+            out[batch.indices] = values
+        assert out is not None
+        return l2_normalize(out) if self.normalize else out
+
+    def _predict(self, texts: list[str], first_index: int) -> list[EmbeddingResult]:
+        vecs = self.vectors(texts, first_index)
+        return [EmbeddingResult(text, vec) for text, vec in zip(texts, vecs)]

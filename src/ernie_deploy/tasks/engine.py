@@ -1,0 +1,135 @@
+"""The shared core of every task: tokenizer + ONNX model + batching, and the predictor base class."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from ernie_deploy.errors import InputTooLongError, LabelMismatchError, UnsupportedGraphError
+from ernie_deploy.runtime.session import OnnxModel
+from ernie_deploy.tasks.batching import (
+    Batch,
+    Encoded,
+    check_batch_size,
+    check_texts,
+    iter_batches,
+)
+from ernie_deploy.tasks.tokenization import Tokenizer
+
+R = TypeVar("R")
+
+
+@dataclass
+class Engine:
+    """Runs encoded sequences through the model in length-sorted, per-batch-padded batches."""
+
+    model: OnnxModel
+    tokenizer: Tokenizer
+    max_seq_length: int
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_batch_size(self.batch_size)
+
+    def run(self, seqs: Sequence[Encoded], output: str) -> Iterator[tuple[Batch, np.ndarray]]:
+        """Yield each batch with the named output (rows in the batch's order)."""
+        for batch in iter_batches(seqs, self.batch_size, self.tokenizer.pad_id):
+            yield batch, self.model.run(batch.features, [output])[output]
+
+    def fit(self, ids: np.ndarray, limit: int, truncate: bool, index: int) -> np.ndarray:
+        """Content ids cut to `limit` tokens when `truncate`, else a clear error."""
+        if len(ids) <= limit:
+            return ids
+        if truncate:
+            return ids[:limit]
+        raise InputTooLongError(
+            f"Text {index} has {len(ids)} tokens but the model takes {limit} "
+            f"(max_seq_length {self.max_seq_length} with special tokens): shorten it, raise "
+            "max_seq_length, or ask for truncation (truncate=True / --truncate)."
+        )
+
+
+def pick_output(model: OnnxModel, rank: int, preferred: Sequence[str]) -> str:
+    """The output to read: the first preferred name present, else the first of the given rank."""
+    for name in preferred:
+        if name in model.outputs and len(model.output_shapes[name]) == rank:
+            return name
+    for name in model.outputs:
+        if len(model.output_shapes[name]) == rank:
+            return name
+    shapes = ", ".join(f"{n} {model.output_shapes[n]}" for n in model.outputs)
+    raise UnsupportedGraphError(
+        f"{model.path.name} has no rank-{rank} output (it has {shapes}): export the model "
+        "with its task head, or pick the task that matches these outputs."
+    )
+
+
+def check_label_count(model: OnnxModel, output: str, labels: Sequence[str]) -> None:
+    """Labels must match the size of the output's last axis where the graph states it."""
+    size = model.output_shapes[output][-1]
+    if isinstance(size, int) and size != len(labels):
+        raise LabelMismatchError(
+            f"The model outputs {size} classes but {len(labels)} labels were given "
+            f"({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''}): pass exactly "
+            f"{size} labels, in output order."
+        )
+
+
+def check_row_labels(values: np.ndarray, labels: Sequence[str]) -> None:
+    """The same check at run time, for graphs with a symbolic class axis."""
+    if values.shape[-1] != len(labels):
+        raise LabelMismatchError(
+            f"The model outputs {values.shape[-1]} classes but {len(labels)} labels were given: "
+            f"pass exactly {values.shape[-1]} labels, in output order."
+        )
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)), dtype=np.float32)
+
+
+class Predictor(ABC, Generic[R]):
+    """A task head over an Engine: call it on texts, or stream results in input order."""
+
+    task: str = ""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def model(self) -> OnnxModel:
+        return self.engine.model
+
+    @abstractmethod
+    def _predict(self, texts: list[str], first_index: int) -> list[R]:
+        """Results for validated `texts`; `first_index` numbers them in error messages."""
+
+    def predict(self, texts: str | Sequence[str], first_index: int = 0) -> list[R]:
+        """Results for `texts`, in input order."""
+        return self._predict(check_texts(texts, first_index=first_index), first_index)
+
+    def __call__(self, texts: str | Sequence[str]) -> list[R]:
+        return self.predict(texts)
+
+    def stream(self, texts: Sequence[str], chunk_size: int = 256) -> Iterator[R]:
+        """Yield results in input order, `chunk_size` texts at a time (for progress and streaming).
+
+        A bad text raises when its chunk is reached; results already yielded stay valid.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            check_texts(texts)
+        for start in range(0, len(texts), chunk_size):
+            yield from self.predict(texts[start : start + chunk_size], first_index=start)

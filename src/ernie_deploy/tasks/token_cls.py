@@ -1,0 +1,120 @@
+"""Token classification (NER): windowing of long texts, per-token logits, entity decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.tasks.batching import Encoded
+from ernie_deploy.tasks.bio import TagSet, decode
+from ernie_deploy.tasks.engine import (
+    Engine,
+    Predictor,
+    check_label_count,
+    check_row_labels,
+    pick_output,
+    softmax,
+)
+from ernie_deploy.tasks.results import TokenClsResult
+
+
+@dataclass(frozen=True)
+class Window:
+    """Content tokens [start, end) go through the model; the window owns [core_start, core_end)."""
+
+    start: int
+    end: int
+    core_start: int
+    core_end: int
+
+
+def plan_windows(n_tokens: int, size: int, overlap: int) -> list[Window]:
+    """Cover n_tokens with windows of at most `size` tokens overlapping by about `overlap`.
+
+    Consecutive windows split their overlap in the middle, so every token is owned by
+    exactly one window and sees context on both sides (except at the text's ends).
+    """
+    if size < 1:
+        raise ConfigError("max_seq_length leaves no room for text after the special tokens.")
+    if not 0 <= overlap < size:
+        raise ConfigError(f"window_overlap must be between 0 and {size - 1} tokens.")
+    if n_tokens <= size:
+        return [Window(0, n_tokens, 0, n_tokens)]
+    step = size - overlap
+    starts = list(range(0, n_tokens - size, step)) + [n_tokens - size]
+    bounds = [0]
+    for prev, cur in zip(starts, starts[1:]):
+        bounds.append((cur + prev + size) // 2)
+    bounds.append(n_tokens)
+    return [Window(s, s + size, bounds[k], bounds[k + 1]) for k, s in enumerate(starts)]
+
+
+class TokenClassifier(Predictor[TokenClsResult]):
+    """Named-entity recognition over BIO / BIOES tags with exact character offsets.
+
+    Args:
+        engine: tokenizer + model + batching.
+        labels: tag names in output order (e.g. O, B-PER, I-PER, ...).
+        strict: drop I-X / E-X tags that do not continue an X entity (default: they open one).
+        window_overlap: tokens shared by neighbouring windows of a long text; None picks
+            a quarter of the window (at most 64).
+    """
+
+    task = "token_cls"
+
+    def __init__(
+        self,
+        engine: Engine,
+        labels: Sequence[str],
+        strict: bool = False,
+        window_overlap: int | None = None,
+    ) -> None:
+        super().__init__(engine)
+        self.output = pick_output(engine.model, 3, ("logits",))
+        self.labels = tuple(labels)
+        check_label_count(engine.model, self.output, self.labels)
+        self.tagset = TagSet.from_labels(self.labels)
+        self.strict = strict
+        self.window_size = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
+        if window_overlap is None:
+            window_overlap = min(self.window_size // 4, 64)
+        plan_windows(0, self.window_size, window_overlap)  # validates the sizes
+        self.window_overlap = window_overlap
+
+    def token_logits(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per-token logits [n_tokens, n_labels] of each text, stitched from its windows."""
+        return self._logits(self.engine.tokenizer.tokenize(list(texts)))
+
+    def _logits(self, tokens: Sequence[object]) -> list[np.ndarray]:
+        tok = self.engine.tokenizer
+        seqs: list[Encoded] = []
+        owners: list[tuple[int, Window, int]] = []
+        for ti, t in enumerate(tokens):
+            ids = t.ids  # type: ignore[attr-defined]
+            for w in plan_windows(len(ids), self.window_size, self.window_overlap):
+                input_ids, type_ids, prefix = tok.build_inputs(ids[w.start : w.end])
+                seqs.append(Encoded(input_ids, type_ids))
+                owners.append((ti, w, prefix))
+        n_labels = len(self.labels)
+        out = [np.empty((len(t.ids), n_labels), np.float32) for t in tokens]  # type: ignore[attr-defined]
+        for batch, logits in self.engine.run(seqs, self.output):
+            check_row_labels(logits, self.labels)
+            for row, seq_index in enumerate(batch.indices):
+                ti, w, prefix = owners[seq_index]
+                lo = prefix + w.core_start - w.start
+                out[ti][w.core_start : w.core_end] = logits[row, lo : lo + w.core_end - w.core_start]
+        return out
+
+    def _predict(self, texts: list[str], first_index: int) -> list[TokenClsResult]:
+        tokens = self.engine.tokenizer.tokenize(texts)
+        results = []
+        for text, t, logits in zip(texts, tokens, self._logits(tokens)):
+            probs = softmax(logits)
+            tags = probs.argmax(axis=-1)
+            scores = probs[np.arange(len(tags)), tags]
+            entities = decode(text, tags, scores, t.offsets, t.word_ids, self.tagset, self.strict)
+            results.append(TokenClsResult(text, entities))
+        return results

@@ -1,0 +1,76 @@
+"""Input files (txt one text per line, or jsonl) read lazily, and jsonl results written as they come."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ernie_deploy.errors import EmptyInputError, InputEncodingError, InputError
+
+
+def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[str, Any]]:
+    """Yield one record per input line: txt lines become {"text": line}; blank txt lines are skipped.
+
+    A `.jsonl` / `.json` file (or a txt file whose first line starts with '{') is read as JSON
+    lines, each an object with `text_field`. Errors name the line and how to fix it, and are
+    raised only when that line is reached, so earlier results are kept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Input file {path} does not exist: pass the path of a .txt or .jsonl file.")
+    jsonl = path.suffix in (".jsonl", ".json", ".ndjson")
+    seen = False
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise InputEncodingError(
+                    f"{path} line {line_no} is not valid UTF-8 (byte {raw[exc.start]:#04x}): "
+                    "re-save the file as UTF-8 (e.g. `iconv -f GBK -t UTF-8`)."
+                ) from None
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")
+                jsonl = jsonl or line.lstrip().startswith("{")
+            if not line.strip():
+                continue
+            seen = True
+            yield _json_record(line, path, line_no, text_field) if jsonl else {"text": line}
+    if not seen:
+        raise EmptyInputError(f"{path} holds no texts: put one text per line (or jsonl records).")
+
+
+def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} line {line_no} is not valid JSON ({exc.msg}): fix that line.") from None
+    if not isinstance(record, dict):
+        raise InputError(
+            f"{path} line {line_no} is not a JSON object: write each line as {{\"{text_field}\": ...}}."
+        )
+    text = record.get(text_field)
+    if not isinstance(text, str):
+        raise InputError(
+            f"{path} line {line_no} has no string field {text_field!r}: add it, or name the field "
+            "that holds the text (--text-field)."
+        )
+    if not text.strip():
+        raise EmptyInputError(f"{path} line {line_no} has an empty {text_field!r}: remove that line.")
+    record["text"] = text
+    return record
+
+
+class JsonlWriter:
+    """Writes one JSON object per line and flushes it, so a later failure loses nothing written."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+        self.count += 1
