@@ -122,3 +122,33 @@ def lookup_ner_dir(
             json.dumps({"task": "token_cls", "labels": list(GUIDE_NER_LABELS)}), "utf-8"
         )
     return directory
+
+
+def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int = 0) -> Path:
+    """logits[b] = mean over tokens of T[ids[b, t]]: a deterministic seq_cls graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(seed).normal(0, 2, (vocab_size, n_labels)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
+        helper.make_node("ReduceMean", ["emb"], ["logits"], axes=[1], keepdims=0),
+        helper.make_node("Shape", ["token_type_ids"], ["tt_shape"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bag_cls",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels]),
+            helper.make_tensor_value_info("tt_shape", TensorProto.INT64, [2]),
+        ],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

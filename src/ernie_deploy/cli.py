@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -114,11 +114,13 @@ def _write_results(
         return
     from rich.progress import Progress
 
+    from ernie_deploy.textio import chunked
+
     show = output_file is not None and total > 256 and sys.stderr.isatty()
     with Progress(disable=not show, transient=True) as progress:
         bar = progress.add_task("predicting", total=total)
         done = 0
-        while chunk := list(islice(records, 256)):
+        for chunk in chunked(records, 256):
             results = predictor.predict([r["text"] for r in chunk], first_index=done)
             for record, result in zip(chunk, results):
                 writer.write({**record, **result.to_dict()})

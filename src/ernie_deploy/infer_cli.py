@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ernie_deploy.errors import ErnieDeployError, InputError
-from ernie_deploy.textio import JsonlWriter, iter_records
+from ernie_deploy.textio import JsonlWriter, chunked, iter_records
 
 GUIDE_LABELS = {
     "token_cls": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
@@ -117,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         writer = JsonlWriter(out) if out else None
         if args.task_name == "rerank":
             return _rerank(predictor, args.query or DEMO_RERANK_QUERY, records, writer)
-        for chunk in _chunks(records, 256):
+        for chunk in chunked(records, 256):
             texts = [r["text"] for r in chunk]
             _warn_truncated(predictor, texts, args.task_name)
             for record, result in zip(chunk, predictor.predict(texts)):  # type: ignore[union-attr]
@@ -148,12 +147,6 @@ def _records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         if not text.strip():
             raise InputError(f"--text number {i + 1} is empty: pass non-empty texts.")
     return iter({"text": t} for t in texts)
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
 
 
 def _warn_truncated(predictor: Any, texts: list[str], task: str) -> None:

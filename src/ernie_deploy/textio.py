@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ernie_deploy.errors import EmptyInputError, InputEncodingError, InputError
+from ernie_deploy.errors import EmptyInputError, ErnieDeployError, InputEncodingError, InputError
 
 
 def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[str, Any]]:
@@ -61,6 +61,23 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[s
         raise EmptyInputError(f"{path} line {line_no} has an empty {text_field!r}: remove that line.")
     record["text"] = text
     return record
+
+
+def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Group records; when reading fails, the records read so far are yielded before the error."""
+    buf: list[dict[str, Any]] = []
+    try:
+        for record in records:
+            buf.append(record)
+            if len(buf) == size:
+                yield buf
+                buf = []
+    except ErnieDeployError:
+        if buf:
+            yield buf
+        raise
+    if buf:
+        yield buf
 
 
 class JsonlWriter:

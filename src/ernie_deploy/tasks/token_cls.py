@@ -60,7 +60,7 @@ class TokenClassifier(Predictor[TokenClsResult]):
         labels: tag names in output order (e.g. O, B-PER, I-PER, ...).
         strict: drop I-X / E-X tags that do not continue an X entity (default: they open one).
         window_overlap: tokens shared by neighbouring windows of a long text; None picks
-            a quarter of the window (at most 64).
+            a quarter of the window (at least 2, at most 64).
     """
 
     task = "token_cls"
@@ -80,7 +80,8 @@ class TokenClassifier(Predictor[TokenClsResult]):
         self.strict = strict
         self.window_size = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
         if window_overlap is None:
-            window_overlap = min(self.window_size // 4, 64)
+            # At least 2 so every owned token has a neighbour on each side inside its window.
+            window_overlap = min(max(2, min(self.window_size // 4, 64)), self.window_size - 1)
         plan_windows(0, self.window_size, window_overlap)  # validates the sizes
         self.window_overlap = window_overlap
 

@@ -1,0 +1,100 @@
+"""Tag decoding and window planning: unit cases plus hypothesis properties."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ernie_deploy.tasks.bio import TagSet, decode, parse_label
+from ernie_deploy.tasks.token_cls import plan_windows
+
+BIO = TagSet.from_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+BIOES = TagSet.from_labels(["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"])
+
+
+def run(tags: list[str], tagset: TagSet = BIO, strict: bool = False) -> list[tuple[str, str]]:
+    """Decode one character per token over a text of 'abcd...'."""
+    text = "abcdefghijklmnopqrstuvwxyz"[: len(tags)]
+    ids = np.array([tagset.labels.index(t) for t in tags])
+    offsets = np.array([[i, i + 1] for i in range(len(tags))])
+    ents = decode(text, ids, np.ones(len(tags)), offsets, np.arange(len(tags)), tagset, strict)
+    return [(e.text, e.label) for e in ents]
+
+
+def test_parse_label() -> None:
+    assert parse_label("B-PER") == ("B", "PER")
+    assert parse_label("I_LOC") == ("I", "LOC")
+    assert parse_label("M-ORG") == ("I", "ORG")
+    assert parse_label("O") == ("O", "")
+    assert parse_label("PER") == ("I", "PER")
+
+
+def test_bio_rules() -> None:
+    assert run(["B-PER", "I-PER", "O", "B-LOC"]) == [("ab", "PER"), ("d", "LOC")]
+    # B-X B-Y: the guide's older versions lost the first entity.
+    assert run(["B-PER", "B-LOC"]) == [("a", "PER"), ("b", "LOC")]
+    # I-Y inside an X entity closes X and opens Y (the guide silently continued X).
+    assert run(["B-PER", "I-PER", "I-LOC", "I-LOC"]) == [("ab", "PER"), ("cd", "LOC")]
+    # I-X after O opens an entity; strict mode drops it.
+    assert run(["O", "I-PER", "I-PER"]) == [("bc", "PER")]
+    assert run(["O", "I-PER", "I-PER"], strict=True) == []
+    assert run(["B-PER", "I-PER", "I-LOC"], strict=True) == [("ab", "PER")]
+    # An entity still open at the end keeps its label (the guide emitted an empty one).
+    assert run(["O", "B-LOC", "I-LOC"]) == [("bc", "LOC")]
+
+
+def test_bioes_rules() -> None:
+    assert run(["B-PER", "I-PER", "E-PER", "S-LOC", "O"], BIOES) == [("abc", "PER"), ("d", "LOC")]
+    assert run(["S-PER", "S-PER"], BIOES) == [("a", "PER"), ("b", "PER")]
+    assert run(["B-PER", "E-PER", "E-PER"], BIOES) == [("ab", "PER"), ("c", "PER")]
+    assert run(["B-PER", "E-PER", "E-PER"], BIOES, strict=True) == [("ab", "PER")]
+
+
+def test_subword_pieces_take_first_piece_label() -> None:
+    text = "Johnson lives"
+    # tokens: john ##son lives ; word ids 0 0 1
+    offsets = np.array([[0, 4], [4, 7], [8, 13]])
+    word_ids = np.array([0, 0, 1])
+    tags = np.array([BIO.labels.index(t) for t in ["B-PER", "O", "O"]])
+    ents = decode(text, tags, np.ones(3), offsets, word_ids, BIO)
+    assert [(e.text, e.label, e.start, e.end) for e in ents] == [("Johnson", "PER", 0, 7)]
+
+
+texts = st.text(
+    alphabet=st.sampled_from(list("北京abc XYZ12 3\t，。é😀") + ["\u3000"]), min_size=1, max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts, st.data())
+def test_offsets_always_slice_the_text(text: str, data: st.DataObject) -> None:
+    # Random word segmentation of the non-space characters, random tags per token.
+    spans = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
+    if not spans:
+        return
+    word_ids = np.array(data.draw(st.lists(st.integers(0, 1), min_size=len(spans), max_size=len(spans))))
+    word_ids = np.cumsum(word_ids)
+    tags = np.array(data.draw(st.lists(st.integers(0, len(BIO.labels) - 1), min_size=len(spans), max_size=len(spans))))
+    strict = data.draw(st.booleans())
+    ents = decode(text, tags, np.full(len(spans), 0.5), np.array(spans), word_ids, BIO, strict)
+    prev_end = 0
+    for e in ents:
+        assert e.text == text[e.start : e.end]
+        assert e.start >= prev_end and e.end > e.start
+        assert e.label in ("PER", "LOC")
+        prev_end = e.end
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 3000), st.integers(1, 200), st.data())
+def test_windows_partition_tokens(n: int, size: int, data: st.DataObject) -> None:
+    overlap = data.draw(st.integers(0, size - 1))
+    windows = plan_windows(n, size, overlap)
+    covered = 0
+    for w in windows:
+        assert w.end - w.start <= size
+        assert w.start <= w.core_start <= w.core_end <= w.end
+        assert w.core_start == covered
+        covered = w.core_end
+    assert covered == n
