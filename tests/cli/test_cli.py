@@ -1,0 +1,71 @@
+"""The typer CLI: predict (jsonl, streamed) and inspect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ernie_deploy.cli import app
+
+runner = CliRunner()
+
+
+def test_predict_texts_to_stdout(lookup_ner: Path) -> None:
+    result = runner.invoke(app, ["predict", str(lookup_ner), "乔丹在北京", "New York"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [[e["text"] for e in r["entities"]] for r in records] == [["乔丹", "北京"], ["New York"]]
+
+
+def test_predict_file_to_file_keeps_columns(lookup_ner: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "body": f"{i}姚明"}) + "\n" for i in range(600)),
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src), "-o", str(out),
+                                 "--text-field", "body"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in records] == list(range(600))
+    assert all(r["entities"][0]["text"] == "姚明" for r in records)
+
+
+def test_predict_stops_at_bad_line_keeping_earlier_results(lookup_ner: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "北京"}\n{"text": "重庆"}\n{"text": ""}\n{"text": "成都"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src), "-o", str(out)])
+    assert result.exit_code == 2
+    assert "line 3 has an empty 'text'" in result.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_predict_bad_invocations(lookup_ner: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(lookup_ner)])
+    assert result.exit_code == 2 and "No texts given" in result.stderr
+    result = runner.invoke(app, ["predict", str(tmp_path / "none"), "x"])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    result = runner.invoke(app, ["predict", str(lookup_ner), "--task", "magic", "x"])
+    assert result.exit_code == 1 and "Unknown task" in result.stderr
+
+
+def test_inspect(lookup_ner: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(lookup_ner)])
+    assert result.exit_code == 0, result.output
+    assert "task:       token_cls" in result.stdout
+    assert "input_ids" in result.stdout and "tensor(int64)" in result.stdout
+    assert "ai.onnx 13" in result.stdout
+    assert "O, B-PER, I-PER" in result.stdout
+
+
+def test_console_script_runs() -> None:
+    run = subprocess.run([sys.executable, "-m", "ernie_deploy", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    for command in ("infer", "predict", "inspect"):
+        assert command in run.stdout
