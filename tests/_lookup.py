@@ -125,14 +125,21 @@ def lookup_ner_dir(
 
 
 def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int = 0) -> Path:
-    """logits[b] = mean over tokens of T[ids[b, t]]: a deterministic seq_cls graph."""
+    """logits[b] = mean of T[ids[b, t]] over non-pad tokens (pad id 0): a deterministic seq_cls graph."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     table = np.random.default_rng(seed).normal(0, 2, (vocab_size, n_labels)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
-        helper.make_node("ReduceMean", ["emb"], ["logits"], axes=[1], keepdims=0),
+        helper.make_node("Equal", ["input_ids", "pad_id"], ["is_pad"]),
+        helper.make_node("Not", ["is_pad"], ["keep"]),
+        helper.make_node("Cast", ["keep"], ["keep_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["keep_f", "last_axis"], ["keep3"]),
+        helper.make_node("Mul", ["emb", "keep3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "seq_axis"], ["total"], keepdims=0),
+        helper.make_node("ReduceSum", ["keep3", "seq_axis"], ["count"], keepdims=0),
+        helper.make_node("Div", ["total", "count"], ["logits"]),
         helper.make_node("Shape", ["token_type_ids"], ["tt_shape"]),
     ]
     graph = helper.make_graph(
@@ -146,7 +153,12 @@ def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int =
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels]),
             helper.make_tensor_value_info("tt_shape", TensorProto.INT64, [2]),
         ],
-        [numpy_helper.from_array(table, "table")],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array(0, np.int64), "pad_id"),
+            numpy_helper.from_array(np.array([2], np.int64), "last_axis"),
+            numpy_helper.from_array(np.array([1], np.int64), "seq_axis"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8

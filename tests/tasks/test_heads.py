@@ -1,0 +1,78 @@
+"""Head options on deterministic graphs: multi-label, top-k, truncation, label sources."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ernie_deploy
+from ernie_deploy import errors
+from ernie_deploy.tasks.engine import sigmoid, softmax
+
+LABELS = [f"c{i}" for i in range(15)]
+
+
+def test_softmax_top_k_and_order(bag_cls: Path) -> None:
+    cls = ernie_deploy.load(bag_cls, "seq_cls", labels=LABELS, top_k=4, batch_size=3)
+    texts = ["北京", "上海的天气", "乔丹" * 10, "北京"]
+    logits = cls.logits(texts)
+    results = cls(texts)
+    for r, row in zip(results, softmax(logits)):
+        assert [x.label for x in r.top_k] == [LABELS[j] for j in np.argsort(-row)[:4]]
+        assert r.score == pytest.approx(float(row.max()))
+        assert r.labels == (r.label,)
+    assert results[0].to_dict() == results[3].to_dict()  # batch position does not matter
+
+
+def test_multi_label_uses_sigmoid(bag_cls: Path) -> None:
+    cls = ernie_deploy.load(bag_cls, "seq_cls", labels=LABELS, multi_label=True)
+    text = "黄磊接受华少快问快答"
+    probs = sigmoid(cls.logits([text]))[0]
+    result = cls(text)[0]
+    assert set(result.labels) == {LABELS[j] for j in np.flatnonzero(probs >= 0.5)} or result.labels == (
+        result.label,
+    )
+    assert result.score == pytest.approx(float(probs.max()))
+
+
+def test_too_long_needs_truncate(bag_cls: Path) -> None:
+    cls = ernie_deploy.load(bag_cls, "seq_cls", labels=LABELS, max_seq_length=16)
+    with pytest.raises(errors.InputTooLongError, match="truncate"):
+        cls(["短", "很长的文本" * 10])
+    cut = ernie_deploy.load(bag_cls, "seq_cls", labels=LABELS, max_seq_length=16, truncate=True)
+    assert cut("很长的文本" * 10)[0].label == cut("很长的文本" * 3)[0].label  # same first 14 tokens
+
+
+def test_labels_from_label_file_and_own_config(bag_cls: Path, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    shutil.copytree(bag_cls, d)
+    (d / "label.txt").write_text("\n".join(LABELS[::-1]) + "\n", encoding="utf-8")
+    (d / "ernie_deploy.json").write_text(json.dumps({"task": "seq_cls"}), encoding="utf-8")
+    assert ernie_deploy.load(d).labels == tuple(LABELS[::-1])
+    (d / "ernie_deploy.json").write_text(json.dumps({"task": "seq_cls", "colour": 1}), "utf-8")
+    with pytest.raises(errors.ConfigError, match="unknown keys colour"):
+        ernie_deploy.load(d)
+    (d / "ernie_deploy.json").write_text("{not json", "utf-8")
+    with pytest.raises(errors.ConfigError, match="Cannot read"):
+        ernie_deploy.load(d)
+
+
+def test_unlabelled_classifier_gets_generic_labels(bag_cls: Path) -> None:
+    assert ernie_deploy.load(bag_cls, "seq_cls").labels[:2] == ("LABEL_0", "LABEL_1")
+
+
+def test_token_cls_without_labels_is_an_error(lookup_ner: Path, tmp_path: Path) -> None:
+    d = tmp_path / "m"
+    shutil.copytree(lookup_ner, d)
+    (d / "ernie_deploy.json").unlink()
+    with pytest.raises(errors.ConfigError, match="names no token labels"):
+        ernie_deploy.load(d, "token_cls")
+
+
+def test_wrong_task_for_graph_names_the_fix(lookup_ner: Path) -> None:
+    with pytest.raises(errors.UnsupportedGraphError, match="no rank-2 output"):
+        ernie_deploy.load(lookup_ner, "seq_cls", labels=["a"] * 7)
