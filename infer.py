@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The ERNIE 3.0 deployment guide's infer.py, backed by ernie-deploy.
 
-    python infer.py --task_name token_cls --model_path ner_model.onnx [--use_fp16]
-    python infer.py --task_name seq_cls --model_path tnews_model.onnx [--use_fp16]
+python infer.py --task_name token_cls --model_path ner_model.onnx [--use_fp16]
+python infer.py --task_name seq_cls --model_path tnews_model.onnx [--use_fp16]
 """
 
 import os

@@ -14,8 +14,13 @@ import numpy as np
 
 GUIDE_NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 GUIDE_ENTITIES = {
-    "北京": "LOC", "重庆": "LOC", "成都": "LOC",
-    "乔丹": "PER", "科比": "PER", "詹姆斯": "PER", "姚明": "PER",
+    "北京": "LOC",
+    "重庆": "LOC",
+    "成都": "LOC",
+    "乔丹": "PER",
+    "科比": "PER",
+    "詹姆斯": "PER",
+    "姚明": "PER",
 }
 
 
@@ -42,7 +47,9 @@ def build_lookup_graph(
             t2[prev, labels.index(f"I-{kind}")] = 3.0
     itype = TensorProto.INT32 if int32_inputs else TensorProto.INT64
     inputs = [helper.make_tensor_value_info("input_ids", itype, ["batch", "seq"])]
-    inputs += [helper.make_tensor_value_info(name, itype, ["batch", "seq"]) for name in extra_inputs]
+    inputs += [
+        helper.make_tensor_value_info(name, itype, ["batch", "seq"]) for name in extra_inputs
+    ]
     nodes = [
         helper.make_node("Cast", ["input_ids"], ["ids64"], to=TensorProto.INT64),
         helper.make_node("Gather", ["t1", "ids64"], ["cur"], axis=0),
@@ -50,8 +57,12 @@ def build_lookup_graph(
         helper.make_node("Shape", ["ids64"], ["shape"]),
         helper.make_node("Slice", ["shape", "zero0", "one0"], ["batch"]),
         helper.make_node("Concat", ["batch", "one"], ["pad_shape"], axis=0),
-        helper.make_node("ConstantOfShape", ["pad_shape"], ["pad"],
-                         value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
+        helper.make_node(
+            "ConstantOfShape",
+            ["pad_shape"],
+            ["pad"],
+            value=helper.make_tensor("v", TensorProto.INT64, [1], [0]),
+        ),
         helper.make_node("Concat", ["pad", "head"], ["prev_ids"], axis=1),
         helper.make_node("Gather", ["t2", "prev_ids"], ["prev"], axis=0),
         helper.make_node("Add", ["cur", "prev"], [output_name]),
@@ -109,14 +120,15 @@ def lookup_ner_dir(
 ) -> Path:
     """A PaddleNLP-like directory: model.onnx, vocab.txt, tokenizer_config.json (+ our config)."""
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = (directory / "vocab.txt")
+    vocab = directory / "vocab.txt"
     vocab.write_bytes(vocab_file.read_bytes())
     (directory / "tokenizer_config.json").write_text(
         json.dumps({"do_lower_case": True, "tokenizer_class": "ErnieTokenizer"}), "utf-8"
     )
     size = len(read_vocab(vocab_file))
-    build_lookup_graph(directory / "model.onnx", size, gazetteer_rules(vocab, entities),
-                       **graph_options)  # type: ignore[arg-type]
+    build_lookup_graph(
+        directory / "model.onnx", size, gazetteer_rules(vocab, entities), **graph_options
+    )  # type: ignore[arg-type]
     if with_config:
         (directory / "ernie_deploy.json").write_text(
             json.dumps({"task": "token_cls", "labels": list(GUIDE_NER_LABELS)}), "utf-8"

@@ -13,6 +13,7 @@ from tests import _data
 def chinese_vocab() -> Path:
     return _data.chinese_vocab()
 
+
 # Tiny reference models (paddlenlp ERNIE via paddle2onnx, transformers BERT / XLM-R via
 # torch.onnx) built at test time, each with a callable running the source framework.
 from tests._model_fixtures import *  # noqa: E402,F401,F403
@@ -24,7 +25,9 @@ def lookup_ner(tmp_path_factory: pytest.TempPathFactory, chinese_vocab: Path) ->
     from tests import _lookup
 
     entities = {**_lookup.GUIDE_ENTITIES, **MIXED_ENTITIES}
-    return _lookup.lookup_ner_dir(tmp_path_factory.mktemp("lookup") / "ner", chinese_vocab, entities)
+    return _lookup.lookup_ner_dir(
+        tmp_path_factory.mktemp("lookup") / "ner", chinese_vocab, entities
+    )
 
 
 # Entities spelled with English words and digit runs, for offset tests.

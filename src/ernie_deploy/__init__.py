@@ -1,8 +1,8 @@
 """ernie-deploy: ERNIE / BERT-family NLP models (NER, classification, embedding, rerank) on ONNX Runtime.
 
-    >>> import ernie_deploy
-    >>> ner = ernie_deploy.load("ner_model_dir")              # doctest: +SKIP
-    >>> ner(["北京的涮肉，重庆的火锅"])[0].entities            # doctest: +SKIP
+>>> import ernie_deploy
+>>> ner = ernie_deploy.load("ner_model_dir")              # doctest: +SKIP
+>>> ner(["北京的涮肉，重庆的火锅"])[0].entities            # doctest: +SKIP
 """
 
 from ernie_deploy.api import load

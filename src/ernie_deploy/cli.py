@@ -52,7 +52,9 @@ def predict(
     output_file: Annotated[
         Optional[Path], typer.Option("--output-file", "-o", help="jsonl results (default stdout).")
     ] = None,
-    task: Annotated[Optional[str], typer.Option(help="token_cls, seq_cls, embedding, rerank.")] = None,
+    task: Annotated[
+        Optional[str], typer.Option(help="token_cls, seq_cls, embedding, rerank.")
+    ] = None,
     tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
     fp16: Annotated[bool, typer.Option("--fp16", help="fp16 on CUDA (cc >= 7.0).")] = False,
@@ -81,8 +83,15 @@ def predict(
             records = iter([{"text": t} for t in texts or []])
             total = len(texts or [])
         predictor = load(
-            model, task=task, device=device, fp16=fp16, tokenizer_dir=tokenizer,
-            max_seq_length=max_seq_length, batch_size=batch_size, truncate=truncate, top_k=top_k,
+            model,
+            task=task,
+            device=device,
+            fp16=fp16,
+            tokenizer_dir=tokenizer,
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            truncate=truncate,
+            top_k=top_k,
         )
         for notice in predictor.model.notices:
             typer.echo(f"note: {notice}", err=True)
@@ -102,8 +111,12 @@ def _count_lines(path: Path) -> int:
 
 
 def _write_results(
-    predictor: Any, records: Iterator[dict[str, Any]], writer: Any, query: Optional[str],
-    total: int, output_file: Optional[Path],
+    predictor: Any,
+    records: Iterator[dict[str, Any]],
+    writer: Any,
+    query: Optional[str],
+    total: int,
+    output_file: Optional[Path],
 ) -> None:
     if predictor.task == "rerank":
         if not query:

@@ -14,9 +14,21 @@ from ernie_deploy.textio import JsonlWriter, chunked, iter_records
 GUIDE_LABELS = {
     "token_cls": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
     "seq_cls": (
-        "news_story", "news_culture", "news_entertainment", "news_sports", "news_finance",
-        "news_house", "news_car", "news_edu", "news_tech", "news_military", "news_travel",
-        "news_world", "news_stock", "news_agriculture", "news_game",
+        "news_story",
+        "news_culture",
+        "news_entertainment",
+        "news_sports",
+        "news_finance",
+        "news_house",
+        "news_car",
+        "news_edu",
+        "news_tech",
+        "news_military",
+        "news_travel",
+        "news_world",
+        "news_stock",
+        "news_agriculture",
+        "news_game",
     ),
 }
 DEMO_TEXTS = {
@@ -42,23 +54,42 @@ def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
         description="Predict with an ERNIE / BERT ONNX model the way the ERNIE 3.0 guide's "
         "infer.py does, with exact character offsets and no silent truncation.",
     )
-    p.add_argument("--task_name", default="seq_cls",
-                   help="seq_cls, token_cls, embedding or rerank (default seq_cls).")
-    p.add_argument("--model_name_or_path", default="ernie-3.0-medium-zh",
-                   help="Directory with the tokenizer (vocab.txt or tokenizer.json); "
-                   "default: the model's own directory.")
-    p.add_argument("--model_path", default=None,
-                   help="The .onnx file (or a model directory).")
-    p.add_argument("--max_seq_length", type=int, default=128,
-                   help="Tokens per sequence incl. special tokens; NER windows longer texts.")
-    p.add_argument("--use_fp16", action="store_true",
-                   help="fp16 on a CUDA GPU of compute capability >= 7.0 (ignored on CPU).")
+    p.add_argument(
+        "--task_name",
+        default="seq_cls",
+        help="seq_cls, token_cls, embedding or rerank (default seq_cls).",
+    )
+    p.add_argument(
+        "--model_name_or_path",
+        default="ernie-3.0-medium-zh",
+        help="Directory with the tokenizer (vocab.txt or tokenizer.json); "
+        "default: the model's own directory.",
+    )
+    p.add_argument("--model_path", default=None, help="The .onnx file (or a model directory).")
+    p.add_argument(
+        "--max_seq_length",
+        type=int,
+        default=128,
+        help="Tokens per sequence incl. special tokens; NER windows longer texts.",
+    )
+    p.add_argument(
+        "--use_fp16",
+        action="store_true",
+        help="fp16 on a CUDA GPU of compute capability >= 7.0 (ignored on CPU).",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or tensorrt[:N].")
     p.add_argument("--batch_size", type=int, default=32, help="Sequences per session.run.")
-    p.add_argument("--text", action="append", default=None,
-                   help="A text to predict (repeatable); default: the guide's demo texts.")
-    p.add_argument("--input_file", default=None,
-                   help="A .txt file (one text per line) or .jsonl file (field 'text').")
+    p.add_argument(
+        "--text",
+        action="append",
+        default=None,
+        help="A text to predict (repeatable); default: the guide's demo texts.",
+    )
+    p.add_argument(
+        "--input_file",
+        default=None,
+        help="A .txt file (one text per line) or .jsonl file (field 'text').",
+    )
     p.add_argument("--output_file", default=None, help="Write results as jsonl here.")
     p.add_argument("--query", default=None, help="rerank: the query the texts are ranked for.")
     return p
@@ -82,7 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.task_name not in TASKS:
         raise InputError(f"Unknown --task_name {args.task_name!r}: use one of {', '.join(TASKS)}.")
     if args.model_path is None:
-        raise InputError("No model given: pass --model_path with the .onnx file (or model directory).")
+        raise InputError(
+            "No model given: pass --model_path with the .onnx file (or model directory)."
+        )
     tok_dir = _tokenizer_dir(args)
     if args.text and args.input_file:
         raise InputError("Pass texts with --text or --input_file, not both.")
@@ -184,7 +217,9 @@ def _rerank(predictor: Any, query: str, records: Iterator[dict[str, Any]], write
     result = predictor.rerank(query, docs)
     print("query:", query)
     for rank, hit in enumerate(result.hits, start=1):
-        print("rank:", rank, "  score:", hit.score, "  index:", hit.index, "  document:", hit.document)
+        print(
+            "rank:", rank, "  score:", hit.score, "  index:", hit.index, "  document:", hit.document
+        )
         if writer:
             writer.write({"query": query, "rank": rank, **hit.to_dict()})
     print(SEPARATOR)

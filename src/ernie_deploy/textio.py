@@ -19,7 +19,9 @@ def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[st
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"Input file {path} does not exist: pass the path of a .txt or .jsonl file.")
+        raise InputError(
+            f"Input file {path} does not exist: pass the path of a .txt or .jsonl file."
+        )
     jsonl = path.suffix in (".jsonl", ".json", ".ndjson")
     seen = False
     with path.open("rb") as fh:
@@ -46,10 +48,12 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[s
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path} line {line_no} is not valid JSON ({exc.msg}): fix that line.") from None
+        raise InputError(
+            f"{path} line {line_no} is not valid JSON ({exc.msg}): fix that line."
+        ) from None
     if not isinstance(record, dict):
         raise InputError(
-            f"{path} line {line_no} is not a JSON object: write each line as {{\"{text_field}\": ...}}."
+            f'{path} line {line_no} is not a JSON object: write each line as {{"{text_field}": ...}}.'
         )
     text = record.get(text_field)
     if not isinstance(text, str):
@@ -58,7 +62,9 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[s
             "that holds the text (--text-field)."
         )
     if not text.strip():
-        raise EmptyInputError(f"{path} line {line_no} has an empty {text_field!r}: remove that line.")
+        raise EmptyInputError(
+            f"{path} line {line_no} has an empty {text_field!r}: remove that line."
+        )
     record["text"] = text
     return record
 

@@ -23,21 +23,27 @@ def test_predict_texts_to_stdout(lookup_ner: Path) -> None:
 
 def test_predict_file_to_file_keeps_columns(lookup_ner: Path, tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"id": i, "body": f"{i}姚明"}) + "\n" for i in range(600)),
-                   encoding="utf-8")
+    src.write_text(
+        "".join(json.dumps({"id": i, "body": f"{i}姚明"}) + "\n" for i in range(600)),
+        encoding="utf-8",
+    )
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src), "-o", str(out),
-                                 "--text-field", "body"])
+    result = runner.invoke(
+        app, ["predict", str(lookup_ner), "-i", str(src), "-o", str(out), "--text-field", "body"]
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == list(range(600))
     assert all(r["entities"][0]["text"] == "姚明" for r in records)
 
 
-def test_predict_stops_at_bad_line_keeping_earlier_results(lookup_ner: Path, tmp_path: Path) -> None:
+def test_predict_stops_at_bad_line_keeping_earlier_results(
+    lookup_ner: Path, tmp_path: Path
+) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text('{"text": "北京"}\n{"text": "重庆"}\n{"text": ""}\n{"text": "成都"}\n',
-                   encoding="utf-8")
+    src.write_text(
+        '{"text": "北京"}\n{"text": "重庆"}\n{"text": ""}\n{"text": "成都"}\n', encoding="utf-8"
+    )
     out = tmp_path / "out.jsonl"
     result = runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src), "-o", str(out)])
     assert result.exit_code == 2
@@ -64,8 +70,9 @@ def test_inspect(lookup_ner: Path) -> None:
 
 
 def test_console_script_runs() -> None:
-    run = subprocess.run([sys.executable, "-m", "ernie_deploy", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "ernie_deploy", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0
     for command in ("infer", "predict", "inspect"):
         assert command in run.stdout

@@ -38,7 +38,10 @@ entity: 姚明   label: PER   pos: [10, 11]
 def infer(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "infer.py"), *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
@@ -54,15 +57,23 @@ def bare_ner(lookup_ner: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def test_token_cls_prints_the_guide_lines(lookup_ner: Path, tmp_path: Path) -> None:
     onnx_file, tok = bare_ner(lookup_ner, tmp_path)
-    run = infer("--task_name", "token_cls", "--model_path", str(onnx_file),
-                "--model_name_or_path", str(tok))
+    run = infer(
+        "--task_name", "token_cls", "--model_path", str(onnx_file), "--model_name_or_path", str(tok)
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == GUIDE_TOKEN_CLS.splitlines()
 
 
 def test_use_fp16_on_cpu_prints_the_guide_notice(lookup_ner: Path) -> None:
-    run = infer("--task_name", "token_cls", "--model_path", str(lookup_ner / "model.onnx"),
-                "--use_fp16", "--text", "我在北京")
+    run = infer(
+        "--task_name",
+        "token_cls",
+        "--model_path",
+        str(lookup_ner / "model.onnx"),
+        "--use_fp16",
+        "--text",
+        "我在北京",
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[:4] == [
         ">>> [InferBackend] Creating Engine ...",
@@ -91,8 +102,14 @@ def test_seq_cls_prints_every_input_with_guide_labels(bag_cls: Path) -> None:
 
 def test_demo_texts_and_output_file(bag_cls: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    run = infer("--task_name", "seq_cls", "--model_path", str(bag_cls / "tnews_model.onnx"),
-                "--output_file", str(out))
+    run = infer(
+        "--task_name",
+        "seq_cls",
+        "--model_path",
+        str(bag_cls / "tnews_model.onnx"),
+        "--output_file",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     assert "input data: 黄磊接受华少快问快答，不光智商逆天，情商也不逊黄渤" in run.stdout
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -110,8 +127,16 @@ def test_input_file_txt_and_jsonl(lookup_ner: Path, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "entity: New York   label: LOC   pos: [6, 13]" in run.stdout
     out = tmp_path / "o.jsonl"
-    run = infer("--task_name", "token_cls", "--model_path", model, "--input_file", str(jsonl),
-                "--output_file", str(out))
+    run = infer(
+        "--task_name",
+        "token_cls",
+        "--model_path",
+        model,
+        "--input_file",
+        str(jsonl),
+        "--output_file",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(out.read_text(encoding="utf-8"))["id"] == 7
 
@@ -177,12 +202,24 @@ def test_bad_inputs_give_one_sentence_and_nonzero_exit(
 
 @pytest.mark.parametrize("entry", ["infer.py", "ernie-deploy infer"])
 def test_both_entry_points_accept_guide_flags(lookup_ner: Path, entry: str) -> None:
-    args = ["--task_name", "token_cls", "--model_path", str(lookup_ner / "model.onnx"),
-            "--max_seq_length", "128", "--text", "科比"]
+    args = [
+        "--task_name",
+        "token_cls",
+        "--model_path",
+        str(lookup_ner / "model.onnx"),
+        "--max_seq_length",
+        "128",
+        "--text",
+        "科比",
+    ]
     if entry == "infer.py":
         run = infer(*args)
     else:
-        run = subprocess.run([sys.executable, "-m", "ernie_deploy", "infer", *args],
-                             capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "ernie_deploy", "infer", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert run.returncode == 0, run.stderr
     assert "entity: 科比   label: PER   pos: [0, 1]" in run.stdout.splitlines()

@@ -85,7 +85,10 @@ def test_graph_inputs_fed_by_name_and_dtype(
 ) -> None:
     d = _lookup.lookup_ner_dir(tmp_path / "m", chinese_vocab, **options)  # type: ignore[arg-type]
     ner = ernie_deploy.load(d)
-    assert [(e.text, e.label) for e in ner("乔丹在北京")[0].entities] == [("乔丹", "PER"), ("北京", "LOC")]
+    assert [(e.text, e.label) for e in ner("乔丹在北京")[0].entities] == [
+        ("乔丹", "PER"),
+        ("北京", "LOC"),
+    ]
 
 
 def test_unfeedable_graph_input_is_rejected(tmp_path: Path, chinese_vocab: Path) -> None:

@@ -10,7 +10,9 @@ from ernie_deploy.tasks.bio import TagSet, decode, parse_label
 from ernie_deploy.tasks.token_cls import plan_windows
 
 BIO = TagSet.from_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
-BIOES = TagSet.from_labels(["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"])
+BIOES = TagSet.from_labels(
+    ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+)
 
 
 def run(tags: list[str], tagset: TagSet = BIO, strict: bool = False) -> list[tuple[str, str]]:
@@ -73,9 +75,15 @@ def test_offsets_always_slice_the_text(text: str, data: st.DataObject) -> None:
     spans = [(i, i + 1) for i, ch in enumerate(text) if not ch.isspace()]
     if not spans:
         return
-    word_ids = np.array(data.draw(st.lists(st.integers(0, 1), min_size=len(spans), max_size=len(spans))))
+    word_ids = np.array(
+        data.draw(st.lists(st.integers(0, 1), min_size=len(spans), max_size=len(spans)))
+    )
     word_ids = np.cumsum(word_ids)
-    tags = np.array(data.draw(st.lists(st.integers(0, len(BIO.labels) - 1), min_size=len(spans), max_size=len(spans))))
+    tags = np.array(
+        data.draw(
+            st.lists(st.integers(0, len(BIO.labels) - 1), min_size=len(spans), max_size=len(spans))
+        )
+    )
     strict = data.draw(st.booleans())
     ents = decode(text, tags, np.full(len(spans), 0.5), np.array(spans), word_ids, BIO, strict)
     prev_end = 0

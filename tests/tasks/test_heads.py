@@ -33,9 +33,9 @@ def test_multi_label_uses_sigmoid(bag_cls: Path) -> None:
     text = "黄磊接受华少快问快答"
     probs = sigmoid(cls.logits([text]))[0]
     result = cls(text)[0]
-    assert set(result.labels) == {LABELS[j] for j in np.flatnonzero(probs >= 0.5)} or result.labels == (
-        result.label,
-    )
+    assert set(result.labels) == {
+        LABELS[j] for j in np.flatnonzero(probs >= 0.5)
+    } or result.labels == (result.label,)
     assert result.score == pytest.approx(float(probs.max()))
 
 

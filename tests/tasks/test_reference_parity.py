@@ -22,7 +22,9 @@ TEXTS = [
 ]
 
 
-def reference_batch(ref: RefModel, predictor: object, texts: list[str], pairs: list[str] | None = None):
+def reference_batch(
+    ref: RefModel, predictor: object, texts: list[str], pairs: list[str] | None = None
+):
     """Tokenize with our tokenizer, pad, run the source framework; returns (features, output)."""
     tok = predictor.engine.tokenizer  # type: ignore[attr-defined]
     seqs, prefixes = [], []
@@ -50,8 +52,9 @@ def test_token_cls_matches_reference(fixture: str, request: pytest.FixtureReques
         assert np.abs(mine - theirs).max() <= TOL
         probs = softmax(theirs.astype(np.float32))
         tags = probs.argmax(-1)
-        expected = decode(text, tags, probs[np.arange(len(tags)), tags], t.offsets, t.word_ids,
-                          ner.tagset)
+        expected = decode(
+            text, tags, probs[np.arange(len(tags)), tags], t.offsets, t.word_ids, ner.tagset
+        )
         got = results[i].entities
         assert [(e.text, e.label, e.start, e.end) for e in got] == [
             (e.text, e.label, e.start, e.end) for e in expected
@@ -75,7 +78,8 @@ def test_seq_cls_matches_reference(fixture: str, request: pytest.FixtureRequest)
 
 
 @pytest.mark.parametrize(
-    ("fixture", "pooling", "normalize"), [("paddle_embed", "cls", True), ("bert_embed", "mean", False)]
+    ("fixture", "pooling", "normalize"),
+    [("paddle_embed", "cls", True), ("bert_embed", "mean", False)],
 )
 def test_embedding_matches_reference(
     fixture: str, pooling: str, normalize: bool, request: pytest.FixtureRequest

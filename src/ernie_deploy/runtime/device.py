@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from ernie_deploy.errors import ConfigError, ProviderNotAvailableError
@@ -112,7 +112,7 @@ def _cgroup_cpu_limit() -> float | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def compute_capability(index: int = 0) -> tuple[int, int] | None:
     """(major, minor) of CUDA device `index`, probed without paddle or torch; None if unknown."""
     cc = _cc_from_driver(index)
@@ -142,7 +142,10 @@ def _cc_from_nvidia_smi(index: int) -> tuple[int, int] | None:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=compute_cap", "--format=csv,noheader", f"--id={index}"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         major, minor = out.splitlines()[0].strip().split(".")
         return int(major), int(minor)

@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ernie_deploy.errors import ConfigError, ModelNotFoundError, TokenizerNotFoundError, UnknownTaskError
+from ernie_deploy.errors import (
+    ConfigError,
+    ModelNotFoundError,
+    TokenizerNotFoundError,
+    UnknownTaskError,
+)
 
 CONFIG_NAME = "ernie_deploy.json"
 TASKS = ("token_cls", "seq_cls", "embedding", "rerank")
@@ -221,7 +226,7 @@ def _from_st_pooling(file: Path) -> ModelConfig:
     modes = [k for k, v in data.items() if k.startswith("pooling_mode") and v]
     raise ConfigError(
         f"{file} asks for pooling {', '.join(modes) or 'none'}: only CLS and mean pooling "
-        f"are supported; set \"pooling\" to one of {', '.join(POOLINGS)} in {CONFIG_NAME}."
+        f'are supported; set "pooling" to one of {", ".join(POOLINGS)} in {CONFIG_NAME}.'
     )
 
 
@@ -238,7 +243,9 @@ def _from_label_file(file: Path) -> ModelConfig:
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read {file} ({exc}): save it as UTF-8, one label per line.") from exc
+        raise ConfigError(
+            f"Cannot read {file} ({exc}): save it as UTF-8, one label per line."
+        ) from exc
     labels = tuple(line.strip() for line in lines if line.strip())
     return ModelConfig(labels=labels or None)
 
@@ -254,7 +261,7 @@ def _from_own_config(file: Path) -> ModelConfig:
     if "labels" in data:
         labels = data["labels"]
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ConfigError(f"\"labels\" in {file} must be a list of strings.")
+            raise ConfigError(f'"labels" in {file} must be a list of strings.')
         data["labels"] = tuple(labels)
     return validate(ModelConfig(**data), str(file))
 

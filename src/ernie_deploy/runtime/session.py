@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedGraphError
+from ernie_deploy.errors import (
+    ConfigError,
+    ModelLoadError,
+    ModelNotFoundError,
+    UnsupportedGraphError,
+)
 from ernie_deploy.runtime.device import CPU, CUDA, TENSORRT, parse_device, resolve_providers
 from ernie_deploy.runtime.device import usable_cpus as _usable_cpus
 
@@ -21,7 +26,7 @@ _ALIASES = {
     "pos_ids": "position_ids",
     "ids": "input_ids",
 }
-_ORT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_ORT_DTYPES: dict[str, type[np.integer]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 FP16_CPU_NOTICE = "use_fp16 only takes effect when deploying on gpu ..."

@@ -63,7 +63,9 @@ class Embedder(Predictor[EmbeddingResult]):
         limit = self.engine.max_seq_length - tok.num_special_tokens(False)
         seqs = []
         for i, t in enumerate(tok.tokenize(texts)):
-            ids, types, _ = tok.build_inputs(self.engine.fit(t.ids, limit, self.truncate, first_index + i))
+            ids, types, _ = tok.build_inputs(
+                self.engine.fit(t.ids, limit, self.truncate, first_index + i)
+            )
             seqs.append(Encoded(ids, types))
         out: np.ndarray | None = None
         for batch, values in self.engine.run(seqs, self.output):

@@ -94,9 +94,7 @@ class Reranker:
         order = np.argsort(-raw, kind="stable")
         if top_n is not None:
             order = order[: max(0, top_n)]
-        hits = tuple(
-            RerankHit(int(i), docs[i], float(scores[i]), float(raw[i])) for i in order
-        )
+        hits = tuple(RerankHit(int(i), docs[i], float(scores[i]), float(raw[i])) for i in order)
         return RerankResult(query, hits)
 
     __call__ = rerank

@@ -61,7 +61,9 @@ class SequenceClassifier(Predictor[SeqClsResult]):
         limit = self.engine.max_seq_length - tok.num_special_tokens(False)
         seqs = []
         for i, t in enumerate(tok.tokenize(list(texts))):
-            ids, types, _ = tok.build_inputs(self.engine.fit(t.ids, limit, self.truncate, first_index + i))
+            ids, types, _ = tok.build_inputs(
+                self.engine.fit(t.ids, limit, self.truncate, first_index + i)
+            )
             seqs.append(Encoded(ids, types))
         out = np.empty((len(seqs), len(self.labels)), np.float32)
         for batch, logits in self.engine.run(seqs, self.output):

@@ -106,7 +106,9 @@ class TokenClassifier(Predictor[TokenClsResult]):
             for row, seq_index in enumerate(batch.indices):
                 ti, w, prefix = owners[seq_index]
                 lo = prefix + w.core_start - w.start
-                out[ti][w.core_start : w.core_end] = logits[row, lo : lo + w.core_end - w.core_start]
+                out[ti][w.core_start : w.core_end] = logits[
+                    row, lo : lo + w.core_end - w.core_start
+                ]
         return out
 
     def _predict(self, texts: list[str], first_index: int) -> list[TokenClsResult]:
