@@ -88,7 +88,11 @@ def _encode_hf(model: RefModel) -> dict[str, np.ndarray]:
     tok = Tokenizer.from_file(str(model.path / "tokenizer.json"))
     pad_id = _config(model)["pad_token_id"]
     tok.enable_padding(pad_id=pad_id, pad_token=tok.id_to_token(pad_id))
-    encs = tok.encode_batch([(QUERY, doc) for doc in DOCS]) if model.task == "rerank" else tok.encode_batch(TEXTS)
+    encs = (
+        tok.encode_batch([(QUERY, doc) for doc in DOCS])
+        if model.task == "rerank"
+        else tok.encode_batch(TEXTS)
+    )
     return {
         "input_ids": np.array([e.ids for e in encs], dtype=np.int64),
         "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64),
