@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-GUIDE_NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+from ernie_deploy.infer_cli import GUIDE_LABELS
+
+GUIDE_NER_LABELS = GUIDE_LABELS["token_cls"]
 GUIDE_ENTITIES = {
     "北京": "LOC",
     "重庆": "LOC",

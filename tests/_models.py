@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ernie_deploy.infer_cli import GUIDE_LABELS
+
 Reference = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 # Tiny architecture shared by every builder: fast to build, export and run.
@@ -31,24 +33,8 @@ LAYERS = 2
 HEADS = 2
 INTERMEDIATE = 64
 
-NER_LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
-TNEWS_LABELS: tuple[str, ...] = (
-    "news_story",
-    "news_culture",
-    "news_entertainment",
-    "news_sports",
-    "news_finance",
-    "news_house",
-    "news_car",
-    "news_edu",
-    "news_tech",
-    "news_military",
-    "news_travel",
-    "news_world",
-    "news_stock",
-    "news_agriculture",
-    "news_game",
-)
+NER_LABELS: tuple[str, ...] = GUIDE_LABELS["token_cls"]
+TNEWS_LABELS: tuple[str, ...] = GUIDE_LABELS["seq_cls"]
 BERT_CLS_LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 RERANK2_LABELS: tuple[str, ...] = ("irrelevant", "relevant")
 

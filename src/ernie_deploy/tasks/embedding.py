@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError
+from ernie_deploy.errors import ConfigError, UnsupportedGraphError
 from ernie_deploy.tasks.batching import Encoded
 from ernie_deploy.tasks.engine import Engine, Predictor, pick_output
 from ernie_deploy.tasks.results import EmbeddingResult
@@ -51,7 +51,7 @@ class Embedder(Predictor[EmbeddingResult]):
         else:
             try:
                 self.output, self.token_level = pick_output(model, 3, TOKEN_NAMES), True
-            except Exception:
+            except UnsupportedGraphError:
                 self.output, self.token_level = pick_output(model, 2, ("pooler_output",)), False
         self.pooling = pooling
         self.normalize = normalize

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ernie_deploy.errors import InputTooLongError, UnsupportedGraphError
+from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import Encoded, check_texts
 from ernie_deploy.tasks.engine import Engine, pick_output, sigmoid
 from ernie_deploy.tasks.results import RerankHit, RerankResult
@@ -49,7 +50,7 @@ class Reranker:
         self.truncate = truncate
 
     @property
-    def model(self):  # type: ignore[no-untyped-def]
+    def model(self) -> OnnxModel:
         return self.engine.model
 
     def raw_scores(self, query: str, documents: Sequence[str]) -> np.ndarray:
