@@ -138,7 +138,9 @@ def lookup_ner_dir(
     return directory
 
 
-def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int = 0) -> Path:
+def build_bag_classifier(
+    path: Path, vocab_size: int, n_labels: int, seed: int = 0, output_name: str = "logits"
+) -> Path:
     """logits[b] = mean of T[ids[b, t]] over non-pad tokens (pad id 0): a deterministic seq_cls graph."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -153,7 +155,7 @@ def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int =
         helper.make_node("Mul", ["emb", "keep3"], ["masked"]),
         helper.make_node("ReduceSum", ["masked", "seq_axis"], ["total"], keepdims=0),
         helper.make_node("ReduceSum", ["keep3", "seq_axis"], ["count"], keepdims=0),
-        helper.make_node("Div", ["total", "count"], ["logits"]),
+        helper.make_node("Div", ["total", "count"], [output_name]),
         helper.make_node("Shape", ["token_type_ids"], ["tt_shape"]),
     ]
     graph = helper.make_graph(
@@ -164,7 +166,7 @@ def build_bag_classifier(path: Path, vocab_size: int, n_labels: int, seed: int =
             helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "seq"]),
         ],
         [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels]),
+            helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", n_labels]),
             helper.make_tensor_value_info("tt_shape", TensorProto.INT64, [2]),
         ],
         [

@@ -62,6 +62,9 @@ def predict(
     max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence.")] = None,
     truncate: Annotated[bool, typer.Option("--truncate", help="Cut over-long texts.")] = False,
     top_k: Annotated[int, typer.Option(help="seq_cls: labels listed per text.")] = 1,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="token_cls: drop I-X tags that do not continue X.")
+    ] = False,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
     text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
 ) -> None:

@@ -76,3 +76,25 @@ def test_token_cls_without_labels_is_an_error(lookup_ner: Path, tmp_path: Path) 
 def test_wrong_task_for_graph_names_the_fix(lookup_ner: Path) -> None:
     with pytest.raises(errors.UnsupportedGraphError, match="no rank-2 output"):
         ernie_deploy.load(lookup_ner, "seq_cls", labels=["a"] * 7)
+
+
+def test_embedding_graph_with_pooled_output_is_used_as_is(
+    tmp_path: Path, chinese_vocab: Path
+) -> None:
+    from tests._lookup import build_bag_classifier
+
+    d = tmp_path / "st"
+    d.mkdir()
+    (d / "vocab.txt").write_bytes(chinese_vocab.read_bytes())
+    build_bag_classifier(d / "model.onnx", 21128, 16, output_name="sentence_embedding")
+    raw = ernie_deploy.load(d, "embedding", normalize=False)
+    unit = ernie_deploy.load(d, "embedding")
+    assert raw.output == "sentence_embedding" and not raw.token_level
+    texts = ["北京", "今天天气很好"]
+    vectors = np.stack([r.vector for r in raw(texts)])
+    assert vectors.shape == (2, 16)
+    assert np.allclose(
+        np.stack([r.vector for r in unit(texts)]),
+        vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+        atol=1e-6,
+    )
