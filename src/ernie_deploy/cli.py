@@ -95,6 +95,7 @@ def predict(
             batch_size=batch_size,
             truncate=truncate,
             top_k=top_k,
+            strict=strict or None,
         )
         for notice in predictor.model.notices:
             typer.echo(f"note: {notice}", err=True)

@@ -76,3 +76,12 @@ def test_console_script_runs() -> None:
     assert run.returncode == 0
     for command in ("infer", "predict", "inspect"):
         assert command in run.stdout
+
+
+def test_predict_strict_flag(lookup_ner: Path) -> None:
+    # "姆斯" is tagged O I-PER by the gazetteer ("斯" follows "姆" of 詹姆斯): an orphan I-PER.
+    lenient = runner.invoke(app, ["predict", str(lookup_ner), "姆斯"])
+    strict = runner.invoke(app, ["predict", str(lookup_ner), "--strict", "姆斯"])
+    assert lenient.exit_code == strict.exit_code == 0
+    assert [e["text"] for e in json.loads(lenient.stdout)["entities"]] == ["斯"]
+    assert json.loads(strict.stdout)["entities"] == []
