@@ -187,7 +187,10 @@ def _warn_truncated(predictor: Any, texts: list[str], task: str) -> None:
         return  # windowed, never truncated
     engine = predictor.engine
     limit = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
-    for text, t in zip(texts, engine.tokenizer.tokenize(texts)):
+    # A token covers at least one character: only texts longer than `limit` can be cut,
+    # so the common case costs no second tokenization.
+    long = [text for text in texts if len(text) > limit]
+    for text, t in zip(long, engine.tokenizer.tokenize(long) if long else []):
         if len(t.ids) > limit:
             print(
                 f"warning: input of {len(t.ids)} tokens truncated to {limit} "

@@ -223,3 +223,21 @@ def test_both_entry_points_accept_guide_flags(lookup_ner: Path, entry: str) -> N
         )
     assert run.returncode == 0, run.stderr
     assert "entity: 科比   label: PER   pos: [0, 1]" in run.stdout.splitlines()
+
+
+def test_seq_cls_truncation_is_reported_not_silent(bag_cls: Path) -> None:
+    run = infer(
+        "--task_name",
+        "seq_cls",
+        "--model_path",
+        str(bag_cls / "tnews_model.onnx"),
+        "--max_seq_length",
+        "16",
+        "--text",
+        "很长的文本" * 3,
+        "--text",
+        "短",
+    )
+    assert run.returncode == 0, run.stderr
+    warnings = run.stderr.strip().splitlines()
+    assert len(warnings) == 1 and "15 tokens truncated to 14" in warnings[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ernie_deploy.errors import ConfigError, UnsupportedGraphError
-from ernie_deploy.tasks.batching import Encoded
 from ernie_deploy.tasks.engine import Engine, Predictor, pick_output
 from ernie_deploy.tasks.results import EmbeddingResult
 
@@ -59,14 +58,7 @@ class Embedder(Predictor[EmbeddingResult]):
 
     def vectors(self, texts: list[str], first_index: int = 0) -> np.ndarray:
         """Embeddings [n_texts, hidden] in input order."""
-        tok = self.engine.tokenizer
-        limit = self.engine.max_seq_length - tok.num_special_tokens(False)
-        seqs = []
-        for i, t in enumerate(tok.tokenize(texts)):
-            ids, types, _ = tok.build_inputs(
-                self.engine.fit(t.ids, limit, self.truncate, first_index + i)
-            )
-            seqs.append(Encoded(ids, types))
+        seqs = self.engine.encode(texts, self.truncate, first_index)
         out: np.ndarray | None = None
         for batch, values in self.engine.run(seqs, self.output):
             if self.token_level:

@@ -40,17 +40,26 @@ class Engine:
         for batch in iter_batches(seqs, self.batch_size, self.tokenizer.pad_id):
             yield batch, self.model.run(batch.features, [output])[output]
 
-    def fit(self, ids: np.ndarray, limit: int, truncate: bool, index: int) -> np.ndarray:
-        """Content ids cut to `limit` tokens when `truncate`, else a clear error."""
-        if len(ids) <= limit:
-            return ids
-        if truncate:
-            return ids[:limit]
-        raise InputTooLongError(
-            f"Text {index} has {len(ids)} tokens but the model takes {limit} "
-            f"(max_seq_length {self.max_seq_length} with special tokens): shorten it, raise "
-            "max_seq_length, or ask for truncation (truncate=True / --truncate)."
-        )
+    def encode(self, texts: Sequence[str], truncate: bool, first_index: int = 0) -> list[Encoded]:
+        """One model sequence per text (seq_cls / embedding): over-long texts are cut when
+        `truncate`, else InputTooLongError names the text and the fix."""
+        tok = self.tokenizer
+        limit = self.max_seq_length - tok.num_special_tokens(False)
+        seqs = []
+        for i, t in enumerate(tok.tokenize(list(texts))):
+            ids = t.ids
+            if len(ids) > limit:
+                if not truncate:
+                    raise InputTooLongError(
+                        f"Text {first_index + i} has {len(ids)} tokens but the model takes "
+                        f"{limit} (max_seq_length {self.max_seq_length} with special tokens): "
+                        "shorten it, raise max_seq_length, or ask for truncation "
+                        "(truncate=True / --truncate)."
+                    )
+                ids = ids[:limit]
+            input_ids, type_ids, _ = tok.build_inputs(ids)
+            seqs.append(Encoded(input_ids, type_ids))
+        return seqs
 
 
 def pick_output(model: OnnxModel, rank: int, preferred: Sequence[str]) -> str:

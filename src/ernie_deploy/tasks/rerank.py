@@ -24,6 +24,14 @@ def truncate_pair(a: np.ndarray, b: np.ndarray, limit: int) -> tuple[np.ndarray,
     return a[:la], b[:lb]
 
 
+def _check_width(size: int) -> None:
+    if size not in (1, 2):
+        raise UnsupportedGraphError(
+            f"A reranker must output 1 logit or 2 classes per pair, this one outputs {size}: "
+            "load it with task='seq_cls' instead."
+        )
+
+
 class Reranker:
     """Cross-encoder reranking (one-logit bge-reranker style, or two-class relevant/irrelevant).
 
@@ -42,11 +50,8 @@ class Reranker:
         self.engine = engine
         self.output = pick_output(engine.model, 2, ("logits",))
         size = engine.model.output_shapes[self.output][-1]
-        if isinstance(size, int) and size not in (1, 2):
-            raise UnsupportedGraphError(
-                f"A reranker must output 1 logit or 2 classes per pair, this one outputs {size}: "
-                "load it with task='seq_cls' instead."
-            )
+        if isinstance(size, int):
+            _check_width(size)
         self.truncate = truncate
 
     @property
@@ -74,15 +79,11 @@ class Reranker:
             seqs.append(Encoded(ids, types))
         out = np.empty(len(seqs), np.float32)
         for batch, logits in self.engine.run(seqs, self.output):
+            _check_width(logits.shape[-1])
             if logits.shape[-1] == 1:
                 out[batch.indices] = logits[:, 0]
-            elif logits.shape[-1] == 2:
-                out[batch.indices] = logits[:, 1] - logits[:, 0]
             else:
-                raise UnsupportedGraphError(
-                    f"A reranker must output 1 logit or 2 classes per pair, this one outputs "
-                    f"{logits.shape[-1]}: load it with task='seq_cls' instead."
-                )
+                out[batch.indices] = logits[:, 1] - logits[:, 0]
         return out
 
     def rerank(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ernie_deploy.errors import ConfigError
-from ernie_deploy.tasks.batching import Encoded
 from ernie_deploy.tasks.engine import (
     Engine,
     Predictor,
@@ -57,14 +56,7 @@ class SequenceClassifier(Predictor[SeqClsResult]):
 
     def logits(self, texts: Sequence[str], first_index: int = 0) -> np.ndarray:
         """Raw logits [n_texts, n_labels] in input order."""
-        tok = self.engine.tokenizer
-        limit = self.engine.max_seq_length - tok.num_special_tokens(False)
-        seqs = []
-        for i, t in enumerate(tok.tokenize(list(texts))):
-            ids, types, _ = tok.build_inputs(
-                self.engine.fit(t.ids, limit, self.truncate, first_index + i)
-            )
-            seqs.append(Encoded(ids, types))
+        seqs = self.engine.encode(texts, self.truncate, first_index)
         out = np.empty((len(seqs), len(self.labels)), np.float32)
         for batch, logits in self.engine.run(seqs, self.output):
             check_row_labels(logits, self.labels)
