@@ -68,41 +68,13 @@ _PADDLE_CLASSES = {
 
 
 def _paddle2onnx(static_prefix: Path, save_file: Path, opset: int = 13) -> None:
-    """Convert a ``paddle.jit.save`` output (PIR ``.json`` + ``.pdiparams``) to ONNX.
+    """Convert a ``paddle.jit.save`` output (PIR ``.json`` or old ``.pdmodel``) to ONNX."""
+    from ernie_deploy.convert.paddle import run_paddle2onnx
 
-    paddle2onnx 2.1.0 sets ``POLYGRAPHY_AUTOINSTALL_DEPS=1`` in ``os.environ`` before constant
-    folding, which would let polygraphy ``pip install`` things at run time: pin polygraphy's
-    config off and restore the environment afterwards.
-    """
-    import paddle2onnx
-
-    try:
-        import polygraphy.config as polygraphy_config
-
-        polygraphy_config.AUTOINSTALL_DEPS = False
-    except ImportError:  # paddle2onnx then skips folding by itself
-        polygraphy_config = None
-    before = os.environ.get("POLYGRAPHY_AUTOINSTALL_DEPS")
     model_file = static_prefix.with_suffix(".json")
     if not model_file.exists():  # paddle < 3 (old IR) writes .pdmodel
         model_file = static_prefix.with_suffix(".pdmodel")
-    try:
-        paddle2onnx.export(
-            model_filename=str(model_file),
-            params_filename=str(static_prefix.with_suffix(".pdiparams")),
-            save_file=str(save_file),
-            opset_version=opset,
-            enable_onnx_checker=True,
-        )
-    finally:
-        if before is None:
-            os.environ.pop("POLYGRAPHY_AUTOINSTALL_DEPS", None)
-        else:
-            os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = before
-        if polygraphy_config is not None:
-            polygraphy_config.AUTOINSTALL_DEPS = False
-    if not save_file.exists():  # paddle2onnx logs conversion errors instead of raising
-        raise RuntimeError(f"paddle2onnx wrote no {save_file}")
+    run_paddle2onnx(model_file, static_prefix.with_suffix(".pdiparams"), save_file, opset)
 
 
 def build_paddle_ernie(
@@ -342,8 +314,13 @@ def build_bert(
     task: str,
     labels: Sequence[str] = (),
     seed: int = 0,
+    family: str = "Bert",
+    keep_weights: bool = False,
 ) -> RefModel:
     """Write a tiny transformers BERT in the ``optimum-cli export onnx`` layout to ``out_dir``.
+
+    ``family="Ernie"`` builds transformers' ERNIE classes instead; ``keep_weights`` keeps
+    ``model.safetensors`` (a ``save_pretrained`` directory, the input of ``convert hf``).
 
     ``task``: ``token_cls``, ``seq_cls``, ``rerank`` (a ``BertForSequenceClassification``
     cross-encoder) or ``embedding`` (``BertModel``, plus sentence-transformers ``modules.json`` /
@@ -355,6 +332,7 @@ def build_bert(
     if task not in _BERT_CLASSES:
         raise ValueError(f"unknown bert task {task!r}")
     class_name, output = _BERT_CLASSES[task]
+    class_name = class_name.replace("Bert", family)
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab = bert_vocab()
     vocab_file = out_dir / "vocab.txt"
@@ -368,7 +346,7 @@ def build_bert(
     if labels:
         id2label, label2id = _label_maps(labels)
         config_kwargs.update(id2label=id2label, label2id=label2id)
-    config = transformers.BertConfig(
+    config = getattr(transformers, f"{family}Config")(
         vocab_size=len(vocab),
         hidden_size=HIDDEN,
         num_hidden_layers=LAYERS,
@@ -383,8 +361,8 @@ def build_bert(
     torch.manual_seed(seed)
     model = getattr(transformers, class_name)(config).eval()
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    # optimum-cli writes config + tokenizer files + model.onnx only: drop the torch weights
-    (out_dir / "model.safetensors").unlink(missing_ok=True)
+    if not keep_weights:  # optimum-cli writes config + tokenizer files + model.onnx only
+        (out_dir / "model.safetensors").unlink(missing_ok=True)
     _torch_export(
         model,
         out_dir / "model.onnx",
@@ -516,7 +494,7 @@ def xlmr_tokenizer(vocab_size: int = 600, seed: int = 0) -> Any:
     return tok
 
 
-def build_xlmr_rerank(out_dir: Path, seed: int = 0) -> RefModel:
+def build_xlmr_rerank(out_dir: Path, seed: int = 0, keep_weights: bool = False) -> RefModel:
     """Write a tiny ``XLMRobertaForSequenceClassification`` (num_labels=1) cross-encoder.
 
     The ONNX graph takes ``input_ids`` and ``attention_mask`` only (as optimum exports XLM-R)
@@ -559,7 +537,8 @@ def build_xlmr_rerank(out_dir: Path, seed: int = 0) -> RefModel:
     torch.manual_seed(seed)
     model = transformers.XLMRobertaForSequenceClassification(config).eval()
     model.save_pretrained(str(out_dir), safe_serialization=True)
-    (out_dir / "model.safetensors").unlink(missing_ok=True)
+    if not keep_weights:
+        (out_dir / "model.safetensors").unlink(missing_ok=True)
     _torch_export(
         model,
         out_dir / "model.onnx",
@@ -575,3 +554,24 @@ def build_xlmr_rerank(out_dir: Path, seed: int = 0) -> RefModel:
         labels=(),
         reference=_torch_reference(model, "logits", with_token_type_ids=False),
     )
+
+
+def save_static(model_dir: Path, task: str, out_dir: Path) -> Path:
+    """``paddle.jit.save`` the PaddleNLP checkpoint in ``model_dir`` as ``out_dir/inference.*``.
+
+    What a user has after the ERNIE 3.0 guide's ``export_model.py``: the program and its
+    parameters, without tokenizer or config files.
+    """
+    import paddle
+    import paddlenlp.transformers as ptf
+
+    model = getattr(ptf, _PADDLE_CLASSES[task]).from_pretrained(str(model_dir))
+    model.eval()
+    spec = [
+        paddle.static.InputSpec([None, None], "int64", name="input_ids"),
+        paddle.static.InputSpec([None, None], "int64", name="token_type_ids"),
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+    paddle.jit.save(static, str(out_dir / "inference"))
+    return out_dir

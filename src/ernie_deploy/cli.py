@@ -1,4 +1,4 @@
-"""The `ernie-deploy` command line: infer | predict | inspect."""
+"""The `ernie-deploy` command line: infer | predict | inspect | convert | optimize | quantize."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ernie_deploy.errors import ErnieDeployError, InputError
+from ernie_deploy.cli_convert import register as _register_convert
+from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
     name="ernie-deploy",
@@ -24,7 +25,7 @@ app = typer.Typer(
 
 def _fail(exc: ErnieDeployError) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2 if isinstance(exc, InputError) else 1)
+    return typer.Exit(exit_code(exc))
 
 
 @app.command(
@@ -159,6 +160,9 @@ def inspect(
         typer.echo(describe(model, tokenizer))
     except ErnieDeployError as exc:
         raise _fail(exc) from None
+
+
+_register_convert(app)
 
 
 def main() -> None:

@@ -58,3 +58,20 @@ class InputEncodingError(InputError):
 
 class InputTooLongError(InputError):
     """A text exceeds the model's maximum length and truncation was not requested."""
+
+
+class MissingDependencyError(ErnieDeployError):
+    """An optional extra ([paddle], [hf], [gpu], [serve]) is needed but not installed."""
+
+
+class OutputExistsError(InputError):
+    """A command would overwrite an existing output path without --overwrite."""
+
+
+class VerificationError(ErnieDeployError):
+    """A converted model's outputs differ from the source's beyond the tolerance."""
+
+
+def exit_code(exc: ErnieDeployError) -> int:
+    """The CLI's exit status for an error: 2 for bad input, 1 for everything else."""
+    return 2 if isinstance(exc, InputError) else 1

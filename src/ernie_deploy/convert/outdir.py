@@ -1,0 +1,90 @@
+"""Output directories that appear whole or not at all, and the model files copied into them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ernie_deploy.errors import OutputExistsError
+
+# Files that belong to the source framework's weights, not to the ONNX model directory.
+WEIGHT_SUFFIXES = (
+    ".onnx",
+    ".onnx_data",
+    ".pdparams",
+    ".pdiparams",
+    ".pdmodel",
+    ".pdopt",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".h5",
+    ".msgpack",
+    ".ckpt",
+)
+_SKIP_DIRS = (".ernie_deploy_cache", "__pycache__", ".git", "runs", "checkpoints")
+
+
+def check_output(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing OUT unless asked to replace it (one sentence naming the fix)."""
+    out = Path(out).expanduser()
+    if out.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{out} already exists: choose a new output directory or pass --overwrite."
+        )
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a directory: choose a directory path.")
+    return out
+
+
+@contextmanager
+def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty directory beside `out`; it becomes `out` only if the block succeeds.
+
+    On any exception the staging directory is removed and `out` is untouched, so a failed
+    conversion never leaves a half-written model directory behind.
+    """
+    out = check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    stage.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_model_files(src: Path, dst: Path) -> list[str]:
+    """Copy tokenizer / config / label / pooling files (not weights, not graphs) from src to dst."""
+    copied = []
+    for item in sorted(src.iterdir()):
+        if item.name.startswith(".") or item.name in _SKIP_DIRS:
+            continue
+        if item.is_dir():
+            if any(p.suffix in WEIGHT_SUFFIXES for p in item.rglob("*")):
+                continue
+            shutil.copytree(item, dst / item.name)
+        elif item.suffix not in WEIGHT_SUFFIXES and not _is_paddle_program(item):
+            shutil.copy2(item, dst / item.name)
+        else:
+            continue
+        copied.append(item.name)
+    return copied
+
+
+def _is_paddle_program(item: Path) -> bool:
+    """A PIR program (`inference.json`) sits beside its `inference.pdiparams`."""
+    return item.suffix == ".json" and item.with_suffix(".pdiparams").exists()
