@@ -1,4 +1,4 @@
-"""Runtime layer: ONNX Runtime sessions, devices, and model-directory loading."""
+"""Runtime layer: ONNX Runtime sessions (fp16 included), devices, and model-directory loading."""
 
 from ernie_deploy.runtime.device import Device, compute_capability, parse_device, usable_cpus
 from ernie_deploy.runtime.model_dir import (
@@ -10,8 +10,10 @@ from ernie_deploy.runtime.model_dir import (
     write_config,
 )
 from ernie_deploy.runtime.session import (
+    DEFAULT_FP16_BLOCK_OPS,
     FP16_CPU_NOTICE,
     FallbackWarning,
+    Fp16FallbackWarning,
     OnnxModel,
     RuntimeConfig,
     load_model,
@@ -19,10 +21,12 @@ from ernie_deploy.runtime.session import (
 
 __all__ = [
     "CONFIG_NAME",
+    "DEFAULT_FP16_BLOCK_OPS",
     "FP16_CPU_NOTICE",
     "TASKS",
     "Device",
     "FallbackWarning",
+    "Fp16FallbackWarning",
     "ModelConfig",
     "ModelFiles",
     "OnnxModel",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from ernie_deploy.errors import (
     ModelNotFoundError,
     UnsupportedGraphError,
 )
+from ernie_deploy.runtime import device as _device
 from ernie_deploy.runtime.device import CPU, CUDA, TENSORRT, parse_device, resolve_providers
 from ernie_deploy.runtime.device import usable_cpus as _usable_cpus
 
@@ -30,10 +32,20 @@ _ORT_DTYPES: dict[str, type[np.integer]] = {"tensor(int64)": np.int64, "tensor(i
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 FP16_CPU_NOTICE = "use_fp16 only takes effect when deploying on gpu ..."
+# Op types kept in fp32 by the fp16 conversion (beyond the converter's own list): the
+# measurements behind the choice are in fp16_graph.py.
+DEFAULT_FP16_BLOCK_OPS: tuple[str, ...] = ("Pow", "ReduceMean")
+DEFAULT_FP16_MIN_AGREEMENT = 0.98
+
+CapabilityProbe = Callable[[int], tuple[int, int] | None]
 
 
 class FallbackWarning(RuntimeWarning):
     """A GPU session was asked for but ONNX Runtime placed the graph on the CPU."""
+
+
+class Fp16FallbackWarning(FallbackWarning):
+    """fp16 was asked for but the session runs fp32 (GPU too old, conversion or parity failed)."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,14 @@ class RuntimeConfig:
             process may use (affinity and cgroup quota), not the host's core count.
         inter_op_threads: threads across independent operators (sequential execution: 1).
         graph_optimization: "disable", "basic", "extended" or "all".
-        fp16: ask for fp16; only honoured on CUDA/TensorRT with compute capability >= 7.0.
+        fp16: ask for fp16; only honoured on CUDA/TensorRT with compute capability >= 7.0, and
+            only when the converted graph passes a parity check against fp32 (else fp32 + warning).
         cpu_mem_arena: keep ORT's CPU arena (faster; grows to the largest batch seen).
+        fp16_block_ops: op types the fp16 conversion keeps in fp32 (default: Pow and ReduceMean,
+            the variance of exported LayerNorms, where fp16 overflows; see runtime/fp16_graph.py).
+        fp16_min_agreement: the share of probe-batch argmaxes fp16 must share with fp32 (0..1).
+        cache_dir: where converted fp16 graphs are cached; None: `.ernie_deploy_cache/` beside the
+            model, or ~/.cache/ernie_deploy when that is not writable (never the working directory).
     """
 
     device: str = "auto"
@@ -56,9 +74,26 @@ class RuntimeConfig:
     graph_optimization: str = "all"
     fp16: bool = False
     cpu_mem_arena: bool = True
+    fp16_block_ops: tuple[str, ...] = DEFAULT_FP16_BLOCK_OPS
+    fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
+    cache_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
         parse_device(self.device)
+        if isinstance(self.fp16_block_ops, str) or not all(
+            isinstance(op, str) and op for op in self.fp16_block_ops
+        ):
+            raise ConfigError(
+                "fp16_block_ops must be a sequence of op type names, e.g. ('Pow', 'ReduceMean')."
+            )
+        object.__setattr__(self, "fp16_block_ops", tuple(self.fp16_block_ops))
+        if "Cast" in self.fp16_block_ops:
+            raise ConfigError(
+                "fp16_block_ops cannot contain 'Cast' (the converter never finishes); Cast-to-float "
+                "nodes are kept in fp32 by name already: remove it."
+            )
+        if not 0.0 <= self.fp16_min_agreement <= 1.0:
+            raise ConfigError("fp16_min_agreement must be between 0 and 1 (default 0.98).")
         if self.graph_optimization not in _OPT_LEVELS:
             raise ConfigError(
                 f"Unknown graph optimisation level {self.graph_optimization!r}: "
@@ -138,8 +173,17 @@ def build_session_options(config: RuntimeConfig) -> object:
     return opts
 
 
-def load_model(path: str | Path, config: RuntimeConfig | None = None) -> OnnxModel:
-    """Build the session for one .onnx file; every InferenceSession in the package comes from here."""
+def load_model(
+    path: str | Path,
+    config: RuntimeConfig | None = None,
+    *,
+    capability_probe: CapabilityProbe | None = None,
+) -> OnnxModel:
+    """Build the session for one .onnx file; every InferenceSession in the package comes from here.
+
+    `capability_probe(gpu_index)` returns the GPU's (major, minor) compute capability or None;
+    it defaults to `device.compute_capability` and is only called when fp16 is asked for on a GPU.
+    """
     import onnxruntime as ort
 
     config = config or RuntimeConfig()
@@ -150,23 +194,27 @@ def load_model(path: str | Path, config: RuntimeConfig | None = None) -> OnnxMod
         )
     device = parse_device(config.device)
     providers = resolve_providers(device)
+    options = build_session_options(config)
+
+    def make_session(model_path: Path) -> Any:
+        try:
+            return ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=[name for name, _ in providers],
+                provider_options=[opts for _, opts in providers],
+            )
+        except Exception as exc:  # ORT raises several unrelated exception types
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise ModelLoadError(
+                f"ONNX Runtime cannot load {model_path} ({first[:300]}): re-export the model "
+                "(e.g. with paddle2onnx or `ernie-deploy convert`) and check the file is complete."
+            ) from exc
+
+    session = make_session(path)
+    inputs = input_specs(session, path)
     notices: list[str] = []
-    fp16_active = False
-    if config.fp16 and not any(name in (CUDA, TENSORRT) for name, _ in providers):
-        notices.append(FP16_CPU_NOTICE)
-    try:
-        session = ort.InferenceSession(
-            str(path),
-            sess_options=build_session_options(config),
-            providers=[name for name, _ in providers],
-            provider_options=[opts for _, opts in providers],
-        )
-    except Exception as exc:  # ORT raises several unrelated exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"ONNX Runtime cannot load {path} ({first[:300]}): re-export the model "
-            "(e.g. with paddle2onnx or `ernie-deploy convert`) and check the file is complete."
-        ) from exc
     used = tuple(session.get_providers())
     if providers[0][0] != CPU and used[0] == CPU:
         message = (
@@ -176,14 +224,27 @@ def load_model(path: str | Path, config: RuntimeConfig | None = None) -> OnnxMod
         )
         warnings.warn(message, FallbackWarning, stacklevel=2)
         notices.append(message)
-    if config.fp16 and used[0] != CPU:
-        # fp16 conversion (gated on compute capability) is added by the conversion layer.
-        notices.append("fp16 is not available for this model yet: running fp32.")
+    fp16_active = False
+    if config.fp16:
+        from ernie_deploy.runtime import fp16
+
+        capability = None
+        if used[0] in fp16.FP16_PROVIDERS:
+            capability = (capability_probe or _device.compute_capability)(device.index)
+        gate = fp16.fp16_gate(used[0], capability, f"cuda:{device.index}")
+        if gate.enabled:
+            outcome = fp16.prepare_fp16(path, session, make_session, config)
+            session, fp16_active = outcome.session, outcome.fp16_active
+            notices.extend(outcome.notices)
+        elif gate.notice:
+            if gate.warn:
+                warnings.warn(gate.notice, Fp16FallbackWarning, stacklevel=2)
+            notices.append(gate.notice)
     return OnnxModel(
         path=path,
         config=config,
         session=session,
-        inputs=_input_specs(session, path),
+        inputs=inputs,
         outputs=tuple(o.name for o in session.get_outputs()),
         output_shapes={o.name: list(o.shape) for o in session.get_outputs()},
         providers=used,
@@ -192,7 +253,8 @@ def load_model(path: str | Path, config: RuntimeConfig | None = None) -> OnnxMod
     )
 
 
-def _input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:
+def input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:
+    """The graph's inputs as InputSpecs; an input that cannot be fed is an UnsupportedGraphError."""
     specs = []
     for node in session.get_inputs():  # type: ignore[attr-defined]
         feature = node.name if node.name in FEEDABLE else _ALIASES.get(node.name)

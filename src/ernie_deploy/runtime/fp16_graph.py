@@ -1,0 +1,223 @@
+"""fp16 graph conversion: ORT's bundled float16 converter plus the fixes ERNIE/BERT graphs need.
+
+`convert_to_fp16` runs `onnxruntime.transformers.float16.convert_float_to_float16` (bundled with
+onnxruntime: no new dependency) with `keep_io_types=True` (int64 ids in, fp32 outputs out), then
+tidies its output:
+- paddle2onnx's Cast-to-FLOAT nodes stay fp32 by name (`node_block_list`; with onnxconverter-common
+  the graph otherwise fails to load: "Type (tensor(float16)) of output arg ... of node (Cast...)
+  does not match expected type (tensor(float))"). "Cast" is never an op type to block: the
+  converter loops forever. Unnamed nodes are named first ("" would block every unnamed node).
+- the identical Cast nodes it makes when one tensor feeds two blocked nodes are merged (else:
+  "two nodes with same node name"), the fp32 -> fp16 -> fp32 round trip it inserts between two
+  blocked nodes is removed, and nodes are sorted back into topological order (it appends).
+- its warnings and log records are collected into one notice instead of being printed.
+
+Block list: DEFAULT_FP16_BLOCK_OPS = ("Pow", "ReduceMean"), on top of the converter's own list.
+Measured on the paddle2onnx ERNIE and torch BERT test graphs with the embedding table scaled up to
+push LayerNorm inputs towards fp16's range, run through onnx's numpy reference evaluator (which
+computes fp16 ops in fp16, as a plain GPU kernel would):
+- nothing blocked: argmax agreement with fp32 falls to 17-24% at x3000 and x10000 (exported
+  LayerNorms square x - mean in fp16: past 65504 it is Inf). Pow + ReduceMean in fp32 keep 100%
+  at x3000 and 99.3-100% at x10000, where the variance itself nears 65504 (its Add/Sqrt run fp16).
+- without the round-trip removal, blocking Pow + ReduceMean still falls to 17-20% at x10000 (the
+  squares pass through fp16 between the two), on the CPU provider as well.
+- LayerNormalization, SkipLayerNormalization, Softmax: blocking them changed nothing measurable
+  (ONNX Runtime's kernels accumulate in fp32) but adds two casts per call, a blocked Softmax keeps
+  ORT from fusing attention, and on graphs optimised into contrib ops (which onnx shape inference
+  cannot type) a blocked SkipLayerNormalization does not load ("Type parameter (T) of Optype
+  (SkipLayerNormalization) bound to different types"). The default converts those graphs fine.
+- graphs already fused by graph optimisation have no Pow/ReduceMean left, so the default costs
+  nothing there; on unfused graphs it keeps the variance in fp32 at the price of ORT's runtime
+  LayerNorm fusion (not measured on a GPU: `fp16_block_ops=()` trades it back).
+Unscaled, fp16 vs fp32 max abs diff on the CPU provider: logits 2e-5 to 3e-4, hidden states ~2e-3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.runtime.session import DEFAULT_FP16_BLOCK_OPS
+
+_FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+
+
+def convert_to_fp16(
+    model: Any, block_ops: Sequence[str] = DEFAULT_FP16_BLOCK_OPS, base_dir: Path | None = None
+) -> tuple[Any, tuple[str, ...]]:
+    """Convert an onnx.ModelProto to fp16 (it is modified); external weights load from base_dir.
+
+    Returns the model and notices summarising what the converter warned about.
+    """
+    import onnx
+    from onnxruntime.transformers import float16
+
+    if "Cast" in block_ops:
+        raise ConfigError("'Cast' cannot be an fp16 block op (the converter never finishes).")
+    _name_nodes(model.graph)
+    # Types for the converter, inferred before the weights load (so under 2 GB); a graph with
+    # contrib ops but no com.microsoft opset import cannot be inferred: use the types it has.
+    with contextlib.suppress(Exception):
+        model = onnx.shape_inference.infer_shapes(model)
+    if base_dir is not None:
+        onnx.load_external_data_for_model(model, str(base_dir))
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast" and _to(n) == _FLOAT]
+    with _converter_messages() as messages:
+        model = float16.convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            disable_shape_infer=True,
+            op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *block_ops],
+            node_block_list=casts,
+        )
+    _merge_duplicates(model.graph)
+    _drop_round_trips(model.graph)
+    _topological_sort(model.graph)
+    if not messages:
+        return model, ()
+    return model, (f"the fp16 converter warned {len(messages)}x, first: {messages[0][:200]}",)
+
+
+@contextmanager
+def _converter_messages() -> Iterator[list[str]]:
+    """Collect the converter's warnings and log records instead of printing them."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    loggers = [logging.getLogger(n) for n in ("onnxruntime.transformers.float16", "float16")]
+    saved = [lg.propagate for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield messages
+        messages.extend(str(w.message) for w in caught)
+    finally:
+        for lg, propagate in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+
+def _to(node: Any) -> int | None:
+    return next((int(a.i) for a in node.attribute if a.name == "to"), None)
+
+
+def _name_nodes(graph: Any) -> None:
+    """Name unnamed nodes: the converter blocks nodes by name, and "" would match them all."""
+    taken = {n.name for n in graph.node}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{node.op_type}_ed{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def _merge_duplicates(graph: Any) -> None:
+    """One tensor feeding two blocked nodes gets two identical Cast nodes: keep one."""
+    seen: set[bytes] = set()
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Cast":
+            key = node.SerializeToString()
+            if key in seen:
+                continue
+            seen.add(key)
+        nodes.append(node)
+    infos, names = [], set()
+    for info in graph.value_info:
+        if info.name not in names:
+            names.add(info.name)
+            infos.append(info)
+    _replace(graph.node, nodes)
+    _replace(graph.value_info, infos)
+
+
+def _drop_round_trips(graph: Any) -> None:
+    """Between two blocked nodes the converter casts fp32 -> fp16 -> fp32: feed the fp32 value."""
+    producer = {out: node for node in graph.node for out in node.output}
+    rewire: dict[str, str] = {}
+    for node in graph.node:
+        parent = producer.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if (
+            parent is not None
+            and _to(node) == _FLOAT
+            and node.name.endswith("_cast_to_fp32_node")
+            and parent.op_type == "Cast"
+            and _to(parent) == _FLOAT16
+            and parent.name.endswith("_cast_to_fp16_node")
+        ):
+            rewire[node.output[0]] = parent.input[0]
+    if not rewire:
+        return
+    kept = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] in rewire)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = rewire.get(name, name)
+    used = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    kept = [
+        n
+        for n in kept
+        if not n.name.endswith("_cast_to_fp16_node") or any(o in used for o in n.output)
+    ]
+    produced = {out for node in kept for out in node.output}
+    infos = [v for v in graph.value_info if v.name in produced or v.name not in producer]
+    _replace(graph.node, kept)
+    _replace(graph.value_info, infos)
+
+
+def _topological_sort(graph: Any) -> None:
+    """The converter appends its Casts at the end; ONNX wants producers before consumers."""
+    nodes = list(graph.node)
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
+    children: list[list[int]] = [[] for _ in nodes]
+    pending = [0] * len(nodes)
+    for i, node in enumerate(nodes):
+        for parent in {producer[x] for x in _needs(node) if x in producer and producer[x] != i}:
+            children[parent].append(i)
+            pending[i] += 1
+    ready = [i for i, count in enumerate(pending) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for child in children[i]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                heapq.heappush(ready, child)
+    if len(order) == len(nodes):  # else a cycle: leave the order to ONNX Runtime
+        _replace(graph.node, [nodes[i] for i in order])
+
+
+def _needs(node: Any) -> set[str]:
+    """A node's inputs plus the outer-scope names its subgraphs (If/Loop/Scan bodies) read."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            inner = {o for n in sub.node for o in n.output}
+            inner |= {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            names |= {x for n in sub.node for x in _needs(n)} - inner
+    return names
+
+
+def _replace(field: Any, items: list[Any]) -> None:
+    copies = [type(item)() for item in items]
+    for copy, item in zip(copies, items):
+        copy.CopyFrom(item)
+    del field[:]
+    field.extend(copies)
