@@ -1,0 +1,178 @@
+"""What a quantisation changed: size, agreement with fp32 on a probe batch, and the metric delta.
+
+`quantize.quantize_model` returns a `QuantizeReport`; the helpers here run the fp32 and the
+int8 model side by side (ORT's CPU provider): raw outputs on the probe batch, sentence vectors
+of embedding models, and a labelled file's scores through `ernie_deploy.load`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ernie_deploy.convert.verify import (
+    PROBE_TEXTS,
+    ParityReport,
+    compare,
+    probe_features,
+    run_onnx,
+)
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.runtime.model_dir import ModelFiles
+from ernie_deploy.tasks.labelled import LabelledText, check_labels, read_labelled
+from ernie_deploy.tasks.metrics import ScoreComparison, compare_results
+from ernie_deploy.tasks.token_cls import TokenClassifier
+from ernie_deploy.tasks.tokenization import Tokenizer
+
+if TYPE_CHECKING:
+    from ernie_deploy.convert.quantize import Preset
+
+# Longest probe row (tokens): capped by the model's max_seq_length.
+PROBE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """What `quantize_model` wrote and how closely the int8 model follows the fp32 one.
+
+    Args:
+        source: the fp32 .onnx file.
+        out: the new model directory (int8 model.onnx + the source's tokenizer / config files).
+        task: the model's task, when known.
+        preset: the preset used; `per_channel` / `reduce_range` as actually applied.
+        op_types: the op types asked for.
+        quantized: op type -> how many nodes of it were quantised.
+        size_before / size_after: bytes of the graph files (with external data).
+        parity: int8 vs fp32 outputs on the probe batch (report only, no tolerance).
+        cosine: embedding models: mean cosine similarity of the int8 and fp32 sentence vectors
+            of the probe texts (what the embedding predictor returns).
+        evaluation: the labelled file's metrics on fp32 and int8, when one was given.
+    """
+
+    source: Path
+    out: Path
+    task: str | None
+    preset: Preset
+    per_channel: bool
+    reduce_range: bool
+    op_types: tuple[str, ...]
+    quantized: tuple[tuple[str, int], ...]
+    size_before: int
+    size_after: int
+    parity: ParityReport
+    cosine: float | None = None
+    evaluation: ScoreComparison | None = None
+
+    @property
+    def ratio(self) -> float:
+        """size_after / size_before."""
+        return self.size_after / self.size_before if self.size_before else 1.0
+
+    def lines(self) -> list[str]:
+        """What the CLI prints."""
+        p = self.preset
+        scheme = (
+            f"{p.weights} weights, {'per-channel' if self.per_channel else 'per-tensor'}, "
+            f"{'7-bit reduced range' if self.reduce_range else 'full range'}"
+        )
+        done = ", ".join(f"{n} {op}" for op, n in self.quantized) or "nothing"
+        out = [
+            f"quantised {self.source} -> {self.out / 'model.onnx'}",
+            f"preset {p.name} ({p.target}): {scheme}; quantised {done}",
+            f"size {self.size_before / 1e6:.2f} MB -> {self.size_after / 1e6:.2f} MB "
+            f"({self.ratio:.0%} of fp32, {1 / max(self.ratio, 1e-9):.1f}x smaller)",
+            f"agreement with fp32 on {self.parity.rows} probe rows (report only):",
+            *self.parity.lines()[1:],
+        ]
+        if self.cosine is not None:
+            out.append(f"  sentence vectors: mean cosine similarity {self.cosine:.6f}")
+        if self.evaluation is not None:
+            out += self.evaluation.lines()
+        return out + [f"load it with: ernie-deploy predict {self.out} TEXT"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "out": str(self.out),
+            "task": self.task,
+            "preset": self.preset.name,
+            "weights": self.preset.weights,
+            "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
+            "op_types": list(self.op_types),
+            "quantized": dict(self.quantized),
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "ratio": self.ratio,
+            "max_abs_diff": self.parity.max_abs_diff,
+            "argmax_agreement": self.parity.argmax_agreement,
+            "cosine": self.cosine,
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+        }
+
+
+def read_eval_file(path: str | Path, task: str | None, files: ModelFiles) -> list[LabelledText]:
+    """The eval file's examples for `task`; refused when the model's task is unknown."""
+    if task is None:
+        raise ConfigError(
+            f"Cannot tell the task of {files.onnx_path}, so the eval file cannot be scored: "
+            "pass task= (--task) token_cls or seq_cls."
+        )
+    return read_labelled(path, task)
+
+
+def probe_parity(files: ModelFiles, target: Path, task: str | None) -> ParityReport:
+    """fp32 vs int8 outputs on the probe batch, both on ORT's CPU provider."""
+    length = min(files.config.max_seq_length or PROBE_LENGTH, PROBE_LENGTH)
+    features = probe_features(
+        Tokenizer.from_dir(files.tokenizer_dir), pairs=task == "rerank", max_seq_length=length
+    )
+    _, reference = run_onnx(files.onnx_path, features)
+    _, candidate = run_onnx(target, features)
+    return compare(
+        reference,
+        candidate,
+        features["attention_mask"],
+        classify=task != "embedding",
+        tolerance=None,
+        labels=("int8", "fp32"),
+    )
+
+
+def _predictor(files: ModelFiles, stage: Path, int8: bool, task: str, **options: Any) -> Any:
+    from ernie_deploy.api import load
+
+    if int8:
+        return load(stage, task=task, device="cpu", **options)
+    return load(
+        files.onnx_path, task=task, device="cpu", tokenizer_dir=files.tokenizer_dir, **options
+    )
+
+
+def probe_cosine(files: ModelFiles, stage: Path) -> float:
+    """Mean cosine similarity of the fp32 and int8 sentence vectors of the probe texts."""
+    fp32, int8 = (
+        _predictor(files, stage, q, "embedding", normalize=True, truncate=True).vectors(
+            list(PROBE_TEXTS)
+        )
+        for q in (False, True)
+    )
+    return float(np.mean(np.sum(fp32 * int8, axis=1)))
+
+
+def evaluate_labelled(
+    files: ModelFiles, stage: Path, task: str, examples: list[LabelledText], path: Path
+) -> ScoreComparison:
+    """Score the labelled examples with both models, as users would get the predictions."""
+    runs = []
+    for int8 in (False, True):
+        predictor = _predictor(files, stage, int8, task, truncate=True)
+        if isinstance(predictor, TokenClassifier):
+            check_labels(examples, {t for t in predictor.tagset.types if t}, path)
+        else:
+            check_labels(examples, set(predictor.labels), path)
+        runs.append(predictor.predict([e.text for e in examples]))
+    return compare_results(examples, runs[0], runs[1], path, task)

@@ -1,0 +1,251 @@
+"""`quantize_model`: int8 model directories that load as they are, and the agreement report."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ernie_deploy
+from ernie_deploy.convert import quantize
+from ernie_deploy.convert.quantize import PRESETS, quantize_model
+from ernie_deploy.convert.quantize_report import QuantizeReport
+from ernie_deploy.errors import ConfigError, InputError, OutputExistsError
+from ernie_deploy.tasks.results import SeqClsResult, TokenClsResult
+from tests._models import RefModel
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+TEXTS = [
+    "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
+    "乔丹、科比、詹姆斯和姚明。",
+    "好",
+]
+
+
+def check_report(report: QuantizeReport, ratio: float) -> None:
+    assert report.size_after < report.size_before * ratio
+    assert 0.0 < report.ratio < ratio
+    assert dict(report.quantized).get("MatMul", 0) > 0
+    assert dict(report.quantized).get("Gather", 0) > 0
+    assert math.isfinite(report.parity.max_abs_diff)
+    agreement = report.parity.argmax_agreement
+    assert agreement is None or 0.0 <= agreement <= 1.0
+    lines = report.lines()
+    assert lines and all(isinstance(line, str) for line in lines)
+    assert any("MB" in line for line in lines)
+    json.dumps(report.to_dict())
+
+
+def weight_inits(path: Path) -> list[np.ndarray]:
+    """The quantised weight (B) initializers of the MatMulInteger nodes."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path))
+    inits = {t.name: t for t in graph.graph.initializer}
+    return [
+        numpy_helper.to_array(inits[n.input[1]])
+        for n in graph.graph.node
+        if n.op_type == "MatMulInteger" and n.input[1] in inits
+    ]
+
+
+def test_paddle_ner(paddle_ner: RefModel, tmp_path: Path) -> None:
+    before = sorted(p.name for p in paddle_ner.path.iterdir())
+    report = quantize_model(paddle_ner.path, tmp_path / "int8")
+    check_report(report, 0.35)  # measured 0.26: the embedding tables dominate
+    assert report.task == "token_cls" and report.parity.argmax_agreement is not None
+    assert report.preset.name == "avx512_vnni" and not report.per_channel
+    out = tmp_path / "int8"
+    assert (out / "model.onnx").is_file() and (out / "vocab.txt").is_file()
+    assert not list(out.glob("*.pdparams"))
+    predictor = ernie_deploy.load(out)
+    results = predictor.predict(TEXTS)
+    assert all(isinstance(r, TokenClsResult) for r in results)
+    # the source directory gained nothing (no shape-inferred copy left beside it)
+    assert sorted(p.name for p in paddle_ner.path.iterdir()) == before
+
+
+def test_paddle_cls_and_bert_embed(
+    paddle_cls: RefModel, bert_embed: RefModel, tmp_path: Path
+) -> None:
+    report = quantize_model(paddle_cls.path, tmp_path / "cls")
+    check_report(report, 0.35)
+    results = ernie_deploy.load(tmp_path / "cls").predict(TEXTS)
+    assert all(isinstance(r, SeqClsResult) and r.label in paddle_cls.labels for r in results)
+
+    report = quantize_model(bert_embed.path, tmp_path / "embed")
+    check_report(report, 0.7)  # a small vocab: the tables weigh less than in ERNIE
+    assert report.parity.argmax_agreement is None
+    assert report.cosine is not None and 0.9 < report.cosine <= 1.0 + 1e-6
+    assert any("cosine" in line for line in report.lines())
+    vectors = ernie_deploy.load(tmp_path / "embed").predict(TEXTS)
+    assert len(vectors) == len(TEXTS)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_each_preset_loads(paddle_cls: RefModel, tmp_path: Path, preset: str) -> None:
+    report = quantize_model(paddle_cls.path, tmp_path / preset, preset=preset)
+    assert report.preset.name == preset
+    weights = weight_inits(tmp_path / preset / "model.onnx")
+    expected = np.uint8 if PRESETS[preset].weights == "uint8" else np.int8
+    assert weights and all(w.dtype == expected for w in weights)
+    results = ernie_deploy.load(tmp_path / preset).predict(TEXTS)
+    assert len(results) == len(TEXTS)
+
+
+def test_per_channel_reduce_range_and_op_types(paddle_cls: RefModel, tmp_path: Path) -> None:
+    report = quantize_model(paddle_cls.path, tmp_path / "pc", per_channel=True)
+    assert report.per_channel
+    graph = onnx.load(str(tmp_path / "pc" / "model.onnx"))
+    inits = {t.name: t for t in graph.graph.initializer}
+    zero_points = [
+        inits[n.input[3]] for n in graph.graph.node if n.op_type == "MatMulInteger"
+    ]  # per-channel: one weight zero point per output column
+    assert zero_points and all(len(z.dims) == 1 and z.dims[0] > 1 for z in zero_points)
+    ernie_deploy.load(tmp_path / "pc").predict(TEXTS)
+
+    report = quantize_model(paddle_cls.path, tmp_path / "rr", reduce_range=True)
+    assert report.reduce_range
+    assert (
+        max(int(np.abs(w.astype(np.int32)).max()) for w in weight_inits(report.out / "model.onnx"))
+        <= 64
+    )
+
+    report = quantize_model(paddle_cls.path, tmp_path / "mm", op_types=["MatMul"])
+    assert dict(report.quantized) == {"MatMul": 14}
+    assert report.ratio > 0.9  # the embedding tables stay fp32
+
+    with pytest.raises(ConfigError, match="choose from .*Gather"):
+        quantize_model(paddle_cls.path, tmp_path / "x", op_types=["Softmax"])
+    with pytest.raises(ConfigError, match="Unknown preset .* avx512_vnni"):
+        quantize_model(paddle_cls.path, tmp_path / "x", preset="avx9000")
+    with pytest.raises(ConfigError, match="nothing was quantised"):
+        quantize_model(paddle_cls.path, tmp_path / "x", op_types=["Conv"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_output_rules(paddle_cls: RefModel, tmp_path: Path) -> None:
+    out = tmp_path / "int8"
+    out.mkdir()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        quantize_model(paddle_cls.path, out)
+    report = quantize_model(paddle_cls.path, out, overwrite=True)
+    assert (out / "model.onnx").is_file() and report.out == out
+    with pytest.raises(InputError, match="already quantised"):
+        quantize_model(out, tmp_path / "twice")
+    copy = tmp_path / "src"
+    shutil.copytree(paddle_cls.path, copy)
+    with pytest.raises(InputError, match="own directory"):
+        quantize_model(copy, copy, overwrite=True)
+    assert (copy / "model.onnx").is_file()
+
+
+def test_bare_onnx_with_tokenizer_dir(paddle_cls: RefModel, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(paddle_cls.onnx, bare / "tnews.onnx")
+    report = quantize_model(
+        bare / "tnews.onnx", tmp_path / "int8", tokenizer_dir=paddle_cls.path, task="seq_cls"
+    )
+    assert report.task == "seq_cls"
+    assert (tmp_path / "int8" / "vocab.txt").is_file()
+    results = ernie_deploy.load(tmp_path / "int8", task="seq_cls").predict(TEXTS)
+    assert len(results) == len(TEXTS)
+
+
+def test_external_data(
+    paddle_cls: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "EXTERNAL_DATA_THRESHOLD", 0)
+    report = quantize_model(paddle_cls.path, tmp_path / "ext")
+    files = sorted(p.name for p in (tmp_path / "ext").iterdir())
+    data = [name for name in files if name.startswith("model.onnx") and name != "model.onnx"]
+    assert data, files
+    assert report.size_after > (tmp_path / "ext" / "model.onnx").stat().st_size
+    assert len(ernie_deploy.load(tmp_path / "ext").predict(TEXTS)) == len(TEXTS)
+
+
+# -- labelled files ---------------------------------------------------------------------------
+
+
+def test_eval_file_token_cls(lookup_ner: Path, tmp_path: Path) -> None:
+    """The gazetteer model's entities are exact: its own predictions are the gold."""
+    texts = TEXTS + ["纽约的 Michael Jordan 在 2008 年加入 NBA。"]
+    gold = ernie_deploy.load(lookup_ner).predict(texts)
+    assert sum(len(r.entities) for r in gold) >= 7
+    f = tmp_path / "gold.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "text": r.text,
+                "entities": [
+                    {"start": e.start, "end": e.end, "label": e.label, "text": e.text}
+                    for e in r.entities
+                ],
+            },
+            ensure_ascii=False,
+        )
+        for r in gold
+    ]
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = quantize_model(lookup_ner, tmp_path / "int8", eval_file=f)
+    ev = report.evaluation
+    assert ev is not None and ev.task == "token_cls" and ev.examples == len(texts)
+    assert dict(ev.reference) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert set(dict(ev.candidate)) == {"precision", "recall", "f1"}
+    assert ev.delta("f1") == dict(ev.candidate)["f1"] - 1.0
+    assert 0.0 <= ev.agreement <= 1.0
+    assert any("f1" in line for line in report.lines())
+    assert report.to_dict()["evaluation"]["delta"]["f1"] == ev.delta("f1")
+
+
+def test_eval_file_seq_cls(paddle_cls: RefModel, tmp_path: Path) -> None:
+    fp32 = ernie_deploy.load(paddle_cls.path).predict(TEXTS)
+    f = tmp_path / "gold.tsv"
+    f.write_text(
+        "text\tlabel\n" + "".join(f"{r.text}\t{r.label}\n" for r in fp32), encoding="utf-8"
+    )
+    report = quantize_model(paddle_cls.path, tmp_path / "int8", eval_file=f)
+    ev = report.evaluation
+    assert ev is not None and dict(ev.reference)["accuracy"] == 1.0
+    assert 0.0 <= dict(ev.candidate)["accuracy"] <= 1.0
+    assert "macro_f1" in dict(ev.candidate)
+
+
+def test_bad_eval_file_writes_nothing(paddle_ner: RefModel, tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"text": "北京", "entities": []}\n{"text": "上海", "label": "LOC"}\n', "utf-8")
+    with pytest.raises(InputError, match='line 2 has no "entities"'):
+        quantize_model(paddle_ner.path, tmp_path / "int8", eval_file=f)
+    assert not (tmp_path / "int8").exists()
+    g = tmp_path / "wrong.jsonl"
+    g.write_text(
+        '{"text": "北京", "entities": [{"start": 0, "end": 2, "label": "CITY"}]}\n', "utf-8"
+    )
+    with pytest.raises(InputError, match="relabel"):
+        quantize_model(paddle_ner.path, tmp_path / "int8", eval_file=g)
+    assert not (tmp_path / "int8").exists()
+    assert not list(tmp_path.glob(".int8*"))  # no staging directory left behind
+
+
+def test_fused_graph(bert_ner: RefModel, tmp_path: Path) -> None:
+    """Graphs with ORT's fused contrib ops (what `optimize` writes) quantise too."""
+    optimizer = pytest.importorskip("onnxruntime.transformers.optimizer")
+    fused = tmp_path / "fused"
+    shutil.copytree(bert_ner.path, fused)
+    model = optimizer.optimize_model(
+        str(bert_ner.onnx), model_type="bert", num_heads=2, hidden_size=32, opt_level=0
+    )
+    model.save_model_to_file(str(fused / "model.onnx"))
+    ops = {n.op_type for n in onnx.load(str(fused / "model.onnx")).graph.node}
+    assert "SkipLayerNormalization" in ops  # a contrib op ONNX shape inference cannot type
+    report = quantize_model(fused, tmp_path / "int8")
+    assert dict(report.quantized).get("MatMul", 0) > 0
+    assert report.parity.argmax_agreement is not None and report.parity.argmax_agreement > 0.9
+    assert len(ernie_deploy.load(tmp_path / "int8").predict(TEXTS)) == len(TEXTS)
