@@ -15,6 +15,7 @@ from ernie_deploy.errors import OutputExistsError
 WEIGHT_SUFFIXES = (
     ".onnx",
     ".onnx_data",
+    ".data",  # ONNX external data (model.onnx.data)
     ".pdparams",
     ".pdiparams",
     ".pdmodel",
@@ -52,6 +53,9 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     out = check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; OUT should look like any new directory
     try:
         yield stage
     except BaseException:
