@@ -23,7 +23,7 @@ MAX_DEFAULT_LENGTH = 512
 
 
 def load(
-    path: str | Path,
+    path: str | Path | None = None,
     task: str | None = None,
     device: str = "auto",
     fp16: bool = False,
@@ -43,8 +43,10 @@ def load(
     """Load a model and return the predictor for its task.
 
     Args:
-        path: a model directory (ours, a PaddleNLP save dir, an optimum export dir) or an
-            .onnx file (then the tokenizer comes from `tokenizer_dir` or the file's directory).
+        path: a model directory (ours, a PaddleNLP save dir, an optimum export dir), an
+            .onnx file (then the tokenizer comes from `tokenizer_dir` or the file's directory),
+            or a bundled model's name (`ernie-deploy models`); None: the bundled model for
+            `task` (token_cls: "ner-zh", seq_cls: "sentiment-zh").
         task: "token_cls", "seq_cls", "embedding" or "rerank"; None reads it from the
             directory's config (ernie_deploy.json, config.json architectures, ...).
         device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
@@ -62,6 +64,8 @@ def load(
         pooling: embedding pooling, "cls" or "mean".
         normalize: L2-normalise embeddings.
     """
+    if path is None:
+        path = _default_path(task)
     files = find_model(path, tokenizer_dir)
     asked = ModelConfig(
         task=task,
@@ -112,6 +116,19 @@ def load(
             truncate=truncate,
         )
     return Reranker(engine, truncate=truncate)
+
+
+def _default_path(task: str | None) -> Path:
+    from ernie_deploy.runtime.bundled import DEFAULTS, default_model
+
+    found = default_model(task) if task else None
+    if found is None:
+        tasks = ", ".join(f"{t} ({name})" for t, name in DEFAULTS.items())
+        raise ConfigError(
+            f"No model given and no bundled model for task {task!r}: pass a model path, or "
+            f"task= one of the tasks with a bundled model: {tasks}."
+        )
+    return found
 
 
 def _generic_labels(shapes: dict[str, list[object]], path: str | Path) -> tuple[str, ...]:

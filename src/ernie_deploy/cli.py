@@ -1,4 +1,4 @@
-"""The `ernie-deploy` command line: infer | predict | inspect | convert | optimize | quantize."""
+"""The `ernie-deploy` command line: infer | predict | inspect | models | convert | optimize | quantize."""
 
 from __future__ import annotations
 
@@ -160,6 +160,27 @@ def inspect(
         typer.echo(describe(model, tokenizer))
     except ErnieDeployError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def models() -> None:
+    """List the models bundled with ernie-deploy (usable by name, and infer.py's defaults)."""
+    from ernie_deploy.runtime.bundled import DEFAULTS, bundled_models
+
+    found = bundled_models()
+    if not found:
+        typer.echo("no bundled models in this installation")
+        return
+    defaults = {name: task for task, name in DEFAULTS.items()}
+    for m in found:
+        metrics = ", ".join(f"{k} {v}" for k, v in m.metrics.items())
+        default = f" (default for {defaults[m.name]})" if m.name in defaults else ""
+        typer.echo(f"{m.name}{default}: {m.task}, {len(m.labels)} labels, {m.size_mb:.1f} MB")
+        if m.summary:
+            typer.echo(f"  {m.summary}")
+        if metrics:
+            typer.echo(f"  {metrics}")
+        typer.echo(f"  {m.path}")
 
 
 _register_convert(app)

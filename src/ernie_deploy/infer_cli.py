@@ -65,7 +65,12 @@ def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
         help="Directory with the tokenizer (vocab.txt or tokenizer.json); "
         "default: the model's own directory.",
     )
-    p.add_argument("--model_path", default=None, help="The .onnx file (or a model directory).")
+    p.add_argument(
+        "--model_path",
+        default=None,
+        help="The .onnx file, a model directory or a bundled model name; "
+        "default: the task's bundled model (ernie-deploy models).",
+    )
     p.add_argument(
         "--max_seq_length",
         type=int,
@@ -113,9 +118,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.task_name not in TASKS:
         raise InputError(f"Unknown --task_name {args.task_name!r}: use one of {', '.join(TASKS)}.")
     if args.model_path is None:
-        raise InputError(
-            "No model given: pass --model_path with the .onnx file (or model directory)."
-        )
+        from ernie_deploy.runtime.bundled import DEFAULTS, default_model
+
+        bundled = default_model(args.task_name)
+        if bundled is None:
+            raise InputError(
+                f"No model given and no bundled {args.task_name} model: pass --model_path "
+                f"with the .onnx file (or model directory); bundled: "
+                + ", ".join(f"{t} ({n})" for t, n in DEFAULTS.items())
+                + "."
+            )
+        args.model_path = str(bundled)
     tok_dir = _tokenizer_dir(args)
     if args.text and args.input_file:
         raise InputError("Pass texts with --text or --input_file, not both.")
