@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,21 @@ def test_scores_are_probabilities(lookup_ner: Path) -> None:
     b_loc = np.exp(2) / np.exp([1.0, 0, 0, 0, 0, 2.0, 0]).sum()  # 北: B-LOC
     i_loc = np.exp(3) / np.exp([1.0, 0, 0, 0, 0, 0, 3.0]).sum()  # 京: I-LOC
     assert score == pytest.approx((b_loc + i_loc) / 2, rel=1e-5)  # mean over the entity
+
+
+def test_decode_mode_from_argument_config_and_crf_file(lookup_ner: Path, tmp_path: Path) -> None:
+    from ernie_deploy.errors import ConfigError
+
+    assert ernie_deploy.load(lookup_ner).decode == "argmax"  # type: ignore[union-attr]
+    assert ernie_deploy.load(lookup_ner, decode="viterbi").decode == "viterbi"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="argmax, viterbi"):
+        ernie_deploy.load(lookup_ner, decode="beam")
+    copy = tmp_path / "ner"
+    shutil.copytree(lookup_ner, copy)
+    config = json.loads((copy / "ernie_deploy.json").read_text("utf-8"))
+    (copy / "ernie_deploy.json").write_text(json.dumps({**config, "decode": "viterbi"}), "utf-8")
+    assert ernie_deploy.load(copy).decode == "viterbi"  # type: ignore[union-attr]
+    (copy / "ernie_deploy.json").write_text(json.dumps(config), "utf-8")
+    n = len(ernie_deploy.load(copy).labels)  # type: ignore[union-attr]
+    np.save(copy / "crf_transitions.npy", np.zeros((n, n), dtype=np.float32))
+    assert ernie_deploy.load(copy).decode == "viterbi"  # type: ignore[union-attr]

@@ -15,6 +15,7 @@ from ernie_deploy.tasks.rerank import Reranker
 from ernie_deploy.tasks.seq_cls import SequenceClassifier
 from ernie_deploy.tasks.token_cls import TokenClassifier
 from ernie_deploy.tasks.tokenization import Tokenizer
+from ernie_deploy.tasks.viterbi import Transitions
 
 AnyPredictor = Union[TokenClassifier, SequenceClassifier, Embedder, Reranker]
 
@@ -39,6 +40,7 @@ def load(
     multi_label: bool | None = None,
     pooling: str | None = None,
     normalize: bool | None = None,
+    decode: str | None = None,
 ) -> AnyPredictor:
     """Load a model and return the predictor for its task.
 
@@ -63,6 +65,10 @@ def load(
         multi_label: seq_cls scores labels with independent sigmoids.
         pooling: embedding pooling, "cls" or "mean".
         normalize: L2-normalise embeddings.
+        decode: token_cls tag decoding, "argmax" or "viterbi" (the best tag sequence the
+            BIO/BIOES rules allow, plus crf_transitions.npy when the directory has one); None
+            reads ernie_deploy.json, else "viterbi" if the directory has CRF transitions,
+            else "argmax".
     """
     if path is None:
         path = _default_path(task)
@@ -75,6 +81,7 @@ def load(
         normalize=normalize,
         multi_label=multi_label,
         strict_bio=strict,
+        decode=decode,
     )
     config = files.config.merged(validate(asked, "the arguments"))
     if config.task is None:
@@ -99,7 +106,14 @@ def load(
                 f"{path} names no token labels: pass labels= (e.g. O, B-PER, I-PER, ...) or "
                 "write them into ernie_deploy.json."
             )
-        return TokenClassifier(engine, config.labels, strict=bool(config.strict_bio))
+        transitions = Transitions.from_dir(files.onnx_path.parent)
+        return TokenClassifier(
+            engine,
+            config.labels,
+            strict=bool(config.strict_bio),
+            decode=config.decode or ("argmax" if transitions is None else "viterbi"),
+            transitions=transitions,
+        )
     if config.task == "seq_cls":
         return SequenceClassifier(
             engine,

@@ -66,6 +66,10 @@ def predict(
     strict: Annotated[
         bool, typer.Option("--strict", help="token_cls: drop I-X tags that do not continue X.")
     ] = False,
+    decode: Annotated[
+        Optional[str],
+        typer.Option(help="token_cls: argmax, or viterbi (best BIO-valid tag sequence)."),
+    ] = None,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
     text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
 ) -> None:
@@ -97,6 +101,7 @@ def predict(
             truncate=truncate,
             top_k=top_k,
             strict=strict or None,
+            decode=decode,
         )
         for notice in predictor.model.notices:
             typer.echo(f"note: {notice}", err=True)

@@ -82,6 +82,12 @@ def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
         action="store_true",
         help="fp16 on a CUDA GPU of compute capability >= 7.0 (ignored on CPU).",
     )
+    p.add_argument(
+        "--decode",
+        choices=("argmax", "viterbi"),
+        default=None,
+        help="token_cls tag decoding (default: the model's config, else argmax).",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N] or tensorrt[:N].")
     p.add_argument("--batch_size", type=int, default=32, help="Sequences per session.run.")
     p.add_argument(
@@ -147,6 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         max_seq_length=args.max_seq_length,
         batch_size=args.batch_size,
         truncate=True,
+        decode=args.decode,
     )
     model = predictor.model
     print(f"{BACKEND} Use {'GPU' if model.on_gpu else 'CPU'} to inference ...")

@@ -26,6 +26,7 @@ from ernie_deploy.errors import (
 CONFIG_NAME = "ernie_deploy.json"
 TASKS = ("token_cls", "seq_cls", "embedding", "rerank")
 POOLINGS = ("cls", "mean")
+DECODES = ("argmax", "viterbi")  # token_cls tag decoding; the same tuple as tasks.viterbi.DECODES
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _ONNX_NAMES = ("model.onnx", "inference.onnx")
 _ARCH_TASKS = {
@@ -47,6 +48,8 @@ class ModelConfig:
         normalize: L2-normalise embeddings.
         multi_label: seq_cls scores each label with a sigmoid instead of one softmax.
         strict_bio: token_cls drops I-X tags that do not continue an X entity.
+        decode: token_cls tag decoding, "argmax" (each word's best tag) or "viterbi" (the
+            best tag sequence the BIO / BIOES rules allow).
     """
 
     task: str | None = None
@@ -56,6 +59,7 @@ class ModelConfig:
     normalize: bool | None = None
     multi_label: bool | None = None
     strict_bio: bool | None = None
+    decode: str | None = None
 
     def merged(self, other: ModelConfig) -> ModelConfig:
         """Fields set in `other` win over ours."""
@@ -80,12 +84,20 @@ class ModelFiles:
 
 
 def find_model(path: str | Path, tokenizer_dir: str | Path | None = None) -> ModelFiles:
-    """Resolve a model directory or a bare .onnx file (plus optional tokenizer directory)."""
+    """Resolve a model directory, a bare .onnx file (plus optional tokenizer directory), or the
+    name of a bundled model (`ernie-deploy models`); an existing path wins over a name."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelNotFoundError(
-            f"Model path {path} does not exist: pass an .onnx file or a model directory."
-        )
+        from ernie_deploy.runtime.bundled import bundled_names, bundled_path
+
+        bundled = bundled_path(str(path))
+        if bundled is None:
+            names = ", ".join(bundled_names()) or "none installed"
+            raise ModelNotFoundError(
+                f"Model path {path} does not exist: pass an .onnx file, a model directory, "
+                f"or a bundled model name ({names})."
+            )
+        path = bundled
     if path.is_dir():
         onnx_path = _find_onnx(path)
         model_dir = path
@@ -275,6 +287,10 @@ def validate(config: ModelConfig, where: str) -> ModelConfig:
     if config.pooling is not None and config.pooling not in POOLINGS:
         raise ConfigError(
             f"Unknown pooling {config.pooling!r} in {where}: use one of {', '.join(POOLINGS)}."
+        )
+    if config.decode is not None and config.decode not in DECODES:
+        raise ConfigError(
+            f"Unknown decode {config.decode!r} in {where}: use one of {', '.join(DECODES)}."
         )
     if config.max_seq_length is not None and config.max_seq_length < 4:
         raise ConfigError(f"max_seq_length in {where} must be at least 4 tokens.")

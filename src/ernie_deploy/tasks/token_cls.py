@@ -9,7 +9,8 @@ import numpy as np
 
 from ernie_deploy.errors import ConfigError
 from ernie_deploy.tasks.batching import Encoded
-from ernie_deploy.tasks.bio import TagSet, decode
+from ernie_deploy.tasks.bio import TagSet, word_starts
+from ernie_deploy.tasks.bio import decode as decode_entities
 from ernie_deploy.tasks.engine import (
     Engine,
     Predictor,
@@ -19,6 +20,7 @@ from ernie_deploy.tasks.engine import (
     softmax,
 )
 from ernie_deploy.tasks.results import TokenClsResult
+from ernie_deploy.tasks.viterbi import Transitions, ViterbiDecoder, check_decode
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,11 @@ class TokenClassifier(Predictor[TokenClsResult]):
         strict: drop I-X / E-X tags that do not continue an X entity (default: they open one).
         window_overlap: tokens shared by neighbouring windows of a long text; None picks
             a quarter of the window (at least 2, at most 64).
+        decode: "argmax" takes each word's most probable tag; "viterbi" takes the most
+            probable tag sequence that the BIO / BIOES rules allow (tasks.viterbi), over
+            the words of the whole text (windows are stitched first).
+        transitions: a CRF's learned transition scores, added by "viterbi" (argmax ignores
+            them); see tasks.viterbi.Transitions.from_dir.
     """
 
     task = "token_cls"
@@ -71,6 +78,8 @@ class TokenClassifier(Predictor[TokenClsResult]):
         labels: Sequence[str],
         strict: bool = False,
         window_overlap: int | None = None,
+        decode: str = "argmax",
+        transitions: Transitions | None = None,
     ) -> None:
         super().__init__(engine)
         self.output = pick_output(engine.model, 3, ("logits",))
@@ -78,6 +87,8 @@ class TokenClassifier(Predictor[TokenClsResult]):
         check_label_count(engine.model, self.output, self.labels)
         self.tagset = TagSet.from_labels(self.labels)
         self.strict = strict
+        self.decode = check_decode(decode)
+        self.decoder = ViterbiDecoder(self.tagset, transitions)
         self.window_size = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
         if window_overlap is None:
             # At least 2 so every owned token has a neighbour on each side inside its window.
@@ -116,8 +127,24 @@ class TokenClassifier(Predictor[TokenClsResult]):
         results = []
         for text, t, logits in zip(texts, tokens, self._logits(tokens)):
             probs = softmax(logits)
-            tags = probs.argmax(axis=-1)
+            tags = self.tags(logits, t.word_ids, probs)
             scores = probs[np.arange(len(tags)), tags]
-            entities = decode(text, tags, scores, t.offsets, t.word_ids, self.tagset, self.strict)
+            entities = decode_entities(
+                text, tags, scores, t.offsets, t.word_ids, self.tagset, self.strict
+            )
             results.append(TokenClsResult(text, entities))
         return results
+
+    def tags(
+        self, logits: np.ndarray, word_ids: np.ndarray, probs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Tag ids [n_tokens] for one text's logits by the `decode` mode.
+
+        Entities are read from each word's first piece, so viterbi runs over those rows
+        (one step per word) and every piece of a word gets the word's tag.
+        """
+        if self.decode == "argmax":
+            return (softmax(logits) if probs is None else probs).argmax(axis=-1)
+        starts = word_starts(word_ids)
+        path = self.decoder.decode(logits[starts])
+        return np.repeat(path, np.diff(np.append(starts, len(word_ids))))
