@@ -26,7 +26,6 @@ Blocks that do not have this shape (torch-exported BERT / XLM-R already do) are 
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from ernie_deploy.runtime.fp16_graph import topological_sort
 
 _PREFIX = "ernie_deploy_fusion"
 _FLOAT = TensorProto.FLOAT
@@ -346,7 +347,7 @@ def rewrite_attention(model: onnx.ModelProto, head_size: int | None = None) -> R
         rebuilt += 1
     if moved or rebuilt:
         _prune(model.graph)
-        _topological_sort(model.graph)
+        topological_sort(model.graph)
     return RewriteReport(len(blocks), moved, rebuilt, pad_id, tuple(notes))
 
 
@@ -379,29 +380,3 @@ def _prune(graph: onnx.GraphProto) -> None:
     stale = [i for i, t in enumerate(graph.initializer) if t.name not in used]
     for i in reversed(stale):  # by index: no copies of the (large) weights
         del graph.initializer[i]
-
-
-def _topological_sort(graph: onnx.GraphProto) -> None:
-    """Order nodes so each follows the producers of its inputs, keeping the order otherwise."""
-    nodes = list(graph.node)
-    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
-    children: list[list[int]] = [[] for _ in nodes]
-    waiting = [0] * len(nodes)
-    for i, node in enumerate(nodes):
-        for parent in {producer[name] for name in node.input if name in producer}:
-            children[parent].append(i)
-            waiting[i] += 1
-    ready = [i for i, count in enumerate(waiting) if count == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for child in children[i]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, child)
-    if len(order) != len(nodes):  # a cycle: leave the graph as it was for the checker to report
-        return
-    del graph.node[:]
-    graph.node.extend(nodes[i] for i in order)

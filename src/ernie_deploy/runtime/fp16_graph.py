@@ -79,7 +79,7 @@ def convert_to_fp16(
         )
     _merge_duplicates(model.graph)
     _drop_round_trips(model.graph)
-    _topological_sort(model.graph)
+    topological_sort(model.graph)
     if not messages:
         return model, ()
     return model, (f"the fp16 converter warned {len(messages)}x, first: {messages[0][:200]}",)
@@ -180,8 +180,9 @@ def _drop_round_trips(graph: Any) -> None:
     _replace(graph.value_info, infos)
 
 
-def _topological_sort(graph: Any) -> None:
-    """The converter appends its Casts at the end; ONNX wants producers before consumers."""
+def topological_sort(graph: Any) -> None:
+    """Order nodes after the producers of their inputs (subgraph reads included), keeping the
+    order otherwise; a graph with a cycle is left as it is for the checker to report."""
     nodes = list(graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output if out}
     children: list[list[int]] = [[] for _ in nodes]
