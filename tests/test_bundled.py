@@ -1,0 +1,75 @@
+"""The models shipped in the package: they load by name, match the Paddle checkpoint they were
+exported from, and serve infer.py when no --model_path is given."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import ernie_deploy
+from ernie_deploy.cli import app
+from ernie_deploy.runtime import RuntimeConfig, load_model
+from ernie_deploy.runtime.bundled import DEFAULTS, bundled_models, bundled_path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = 1e-4
+# the models this version ships (ner-zh joins when its training schedule is done)
+SHIPPED = ("sentiment-zh",)
+
+
+def test_shipped_models_are_installed() -> None:
+    found = {m.name: m for m in bundled_models()}
+    assert set(SHIPPED) <= set(found)
+    assert found["sentiment-zh"].labels == ("negative", "positive")
+    assert found["sentiment-zh"].task == "seq_cls"
+    for m in found.values():
+        assert (m.path / "README.md").is_file(), f"{m.name} has no model card"
+        assert m.size_mb < 60
+        assert set(m.metrics) and m.summary
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_parity_with_the_paddle_checkpoint_recorded_at_export(name: str) -> None:
+    path = bundled_path(name)
+    assert path is not None
+    bundle = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    assert bundle["export"]["max_abs_diff"] <= TOL
+    # Paddle's own logits on the export probe batch, recorded when the model was converted:
+    # ONNX Runtime on the shipped graph must still give them.
+    check = np.load(path / "export_check.npz")
+    model = load_model(path / "model.onnx", RuntimeConfig(device="cpu"))
+    out = model.run({"input_ids": check["input_ids"], "token_type_ids": check["token_type_ids"]})
+    logits = next(iter(out.values()))
+    assert np.abs(logits - check["paddle_logits"]).max() <= TOL
+
+
+def test_load_by_name_and_by_task() -> None:
+    cls = ernie_deploy.load("sentiment-zh")
+    assert isinstance(cls, ernie_deploy.SequenceClassifier)
+    by_task = ernie_deploy.load(task="seq_cls")
+    assert by_task.model.path == bundled_path(DEFAULTS["seq_cls"]) / "model.onnx"  # type: ignore[operator]
+    assert cls("这家店的菜太难吃了，服务也很差，再也不来了。")[0].label == "negative"
+    assert cls("质量很好，物流也快，非常满意！")[0].label == "positive"
+
+
+def test_infer_seq_cls_without_model_path_uses_the_bundled_model() -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "--task_name", "seq_cls"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    labels = [line for line in run.stdout.splitlines() if line.startswith("label:")]
+    assert len(labels) == 2 and all(line.split()[1] in ("negative", "positive") for line in labels)
+
+
+def test_models_command_lists_them() -> None:
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in SHIPPED:
+        assert name in result.stdout
