@@ -1,4 +1,4 @@
-"""The `ernie-deploy` command line: infer | predict | inspect | models | convert | optimize | quantize."""
+"""The `ernie-deploy` command line: infer | predict | inspect | models | convert | optimize | quantize | serve."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ernie_deploy.cli_convert import register as _register_convert
+from ernie_deploy.cli_serve import register as _register_serve
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
@@ -189,6 +190,7 @@ def models() -> None:
 
 
 _register_convert(app)
+_register_serve(app)
 
 
 def main() -> None:

@@ -75,3 +75,30 @@ class VerificationError(ErnieDeployError):
 def exit_code(exc: ErnieDeployError) -> int:
     """The CLI's exit status for an error: 2 for bad input, 1 for everything else."""
     return 2 if isinstance(exc, InputError) else 1
+
+
+# HTTP serving (ernie_deploy.serve maps each to a status code).
+
+
+class UnknownModelError(InputError):
+    """A request names a model the server has not loaded for that route (HTTP 404)."""
+
+
+class RequestTooLargeError(InputError):
+    """A request body is larger than the server accepts (HTTP 413)."""
+
+
+class UnauthorizedError(InputError):
+    """A request lacks the server's API key or carries a wrong one (HTTP 401)."""
+
+
+class OverloadedError(ErnieDeployError):
+    """A model's request queue is full: retry later or raise the queue limit (HTTP 429)."""
+
+
+class NotReadyError(ErnieDeployError):
+    """The server is starting or shutting down and takes no requests (HTTP 503)."""
+
+
+class ModelRunError(ErnieDeployError):
+    """ONNX Runtime failed while running a loaded model (HTTP 500)."""

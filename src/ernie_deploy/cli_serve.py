@@ -1,0 +1,153 @@
+"""The `serve` command: one HTTP server for NER, classification, embedding and rerank models."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError, exit_code
+from ernie_deploy.serve.settings import (
+    ModelSpec,
+    build_settings,
+    merge_models,
+    parse_model_arg,
+    read_config,
+)
+
+API_KEY_ENV = "ERNIE_DEPLOY_API_KEY"
+
+Limit = Optional[int]
+
+
+def serve_cmd(
+    models: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="NAME=PATH or PATH (name: the directory's name); PATH may be a bundled "
+            "model's name (`ernie-deploy models`).",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option(help="TOML file listing the models and limits.")
+    ] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind [127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [8000].")] = None,
+    api_key: Annotated[
+        Optional[str],
+        typer.Option(help=f"Require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})."),
+    ] = None,
+    task: Annotated[
+        Optional[list[str]],
+        typer.Option(help="NAME=TASK for a model whose directory does not say its task."),
+    ] = None,
+    device: Annotated[
+        Optional[str], typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N] (for every model).")
+    ] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 on CUDA (cc >= 7.0).")] = False,
+    threads: Annotated[Limit, typer.Option(help="ONNX Runtime threads per model.")] = None,
+    max_batch_tokens: Annotated[
+        Limit, typer.Option(help="Padded tokens per batch [16384].")
+    ] = None,
+    max_batch_size: Annotated[Limit, typer.Option(help="Rows per batch [32].")] = None,
+    max_wait_ms: Annotated[
+        Optional[float], typer.Option(help="Longest wait for a batch to fill [5].")
+    ] = None,
+    max_queue: Annotated[
+        Limit, typer.Option(help="Requests per model in flight before 429 [256].")
+    ] = None,
+    max_body_bytes: Annotated[Limit, typer.Option(help="Request body limit [4 MiB].")] = None,
+    max_texts: Annotated[Limit, typer.Option(help="Texts per request [256].")] = None,
+    max_chars: Annotated[Limit, typer.Option(help="Characters per text [20000].")] = None,
+    workers: Annotated[
+        Limit, typer.Option(help="Tokenize / post-process threads per model [32].")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve models over HTTP: /v1/ner, /v1/classify, /v1/embed, /v1/rerank, /v1/embeddings, ..."""
+    try:
+        _check_extra()
+        from ernie_deploy.serve.run import load_models, serve
+
+        file_values, file_models = read_config(config) if config else ({}, [])
+        specs = merge_models(file_models, [parse_model_arg(m) for m in models or []])
+        tasks = _tasks(task or [], {s.name for s in specs})
+        specs = [_with_defaults(s, tasks.get(s.name), device, fp16, threads) for s in specs]
+        settings = build_settings(
+            file_values,
+            host=host,
+            port=port,
+            api_key=api_key or os.environ.get(API_KEY_ENV) or None,
+            max_batch_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            max_body_bytes=max_body_bytes,
+            max_texts=max_texts,
+            max_chars=max_chars,
+            workers=workers,
+        )
+        loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
+    except ErnieDeployError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exit_code(exc)) from None
+    if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(
+            f"note: serving on {settings.host} without an API key: anyone who can reach it may "
+            f"use it (set --api-key or ${API_KEY_ENV}).",
+            err=True,
+        )
+    raise typer.Exit(serve(loaded, settings, log_level=log_level))
+
+
+def _tasks(values: list[str], names: set[str]) -> dict[str, str]:
+    """--task NAME=TASK values by model name."""
+    tasks = {}
+    for value in values:
+        name, sep, task = value.partition("=")
+        if not sep or name not in names:
+            raise ConfigError(
+                f"--task {value!r} does not name a served model: use NAME=TASK with NAME one of "
+                f"{', '.join(sorted(names))}."
+            )
+        tasks[name] = task
+    return tasks
+
+
+def _with_defaults(
+    spec: ModelSpec, task: str | None, device: str | None, fp16: bool, threads: int | None
+) -> ModelSpec:
+    """Command-line --task / --device / --fp16 / --threads apply to models not setting their own."""
+    changes: dict[str, object] = {}
+    if task is not None:
+        changes["task"] = task
+    if device is not None and spec.device == "auto":
+        changes["device"] = device
+    if fp16 and not spec.fp16:
+        changes["fp16"] = True
+    if threads is not None and spec.threads is None:
+        changes["threads"] = threads
+    return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
+
+
+def _check_extra() -> None:
+    import importlib.util
+
+    missing = [
+        m
+        for m in ("fastapi", "uvicorn", "prometheus_client")
+        if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise MissingDependencyError(
+            f"Serving needs {', '.join(missing)}: pip install 'ernie-deploy[serve]'."
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` to the main app."""
+    app.command("serve")(serve_cmd)

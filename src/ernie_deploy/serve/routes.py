@@ -1,0 +1,112 @@
+"""The task routes: /v1/ner, /v1/classify, /v1/embed, /v1/tokenize and /v1/rerank (Cohere shape).
+
+Each handler checks the request's limits, finds the model, and runs the task head's own
+method in a worker thread (pre- and post-processing) with inference batched across requests.
+Results are the library's `to_dict()` records, the same JSON `ernie-deploy predict` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ernie_deploy.serve import schemas as s
+from ernie_deploy.serve.inputs import check_inputs
+from ernie_deploy.serve.registry import Registry
+from ernie_deploy.serve.settings import ServeSettings
+from ernie_deploy.tasks.tokenization import Tokenizer
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": s.ErrorBody, "description": "Empty text or unparsable body."},
+    401: {"model": s.ErrorBody, "description": "Missing or wrong API key."},
+    404: {"model": s.ErrorBody, "description": "No such model for this route."},
+    413: {"model": s.ErrorBody, "description": "Request body over the size limit."},
+    422: {"model": s.ErrorBody, "description": "Invalid request, or text over a limit."},
+    429: {"model": s.ErrorBody, "description": "The model's queue is full: retry later."},
+    503: {"model": s.ErrorBody, "description": "Starting or shutting down."},
+}
+
+
+def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
+    """The native task routes and the Cohere / Jina rerank route."""
+    router = APIRouter(tags=["tasks"], responses=ERROR_RESPONSES)
+
+    @router.post("/v1/ner", response_model=s.NerResponse, summary="Named entities")
+    async def ner(req: s.NerRequest) -> Any:
+        """Entities with character offsets into each text; long texts are windowed."""
+        served = registry.find(req.model, "token_cls", "/v1/ner")
+        texts = check_inputs(req.texts, settings, windowed=True)
+        out = await registry.call(served, lambda p: [r.to_dict() for r in p.predict(texts)])
+        return {"model": served.name, "results": out.value}
+
+    @router.post("/v1/classify", response_model=s.ClassifyResponse, summary="Classify texts")
+    async def classify(req: s.ClassifyRequest) -> Any:
+        """The best label and score of each text, and the k best."""
+        served = registry.find(req.model, "seq_cls", "/v1/classify")
+        texts = check_inputs(req.texts, settings, truncate=req.truncate)
+        options: dict[str, Any] = {"truncate": req.truncate}
+        if req.top_k is not None:
+            options["top_k"] = min(req.top_k, len(served.predictor.labels))  # type: ignore[union-attr]
+        out = await registry.call(
+            served, lambda p: [r.to_dict() for r in p.predict(texts)], **options
+        )
+        return {"model": served.name, "results": out.value}
+
+    @router.post("/v1/embed", response_model=s.EmbedResponse, summary="Embed texts")
+    async def embed(req: s.EmbedRequest) -> Any:
+        """One vector per text (normalised unless the model says otherwise)."""
+        served = registry.find(req.model, "embedding", "/v1/embed")
+        texts = check_inputs(req.texts, settings, truncate=req.truncate)
+        out = await registry.call(
+            served, lambda p: [r.to_dict() for r in p.predict(texts)], truncate=req.truncate
+        )
+        return {"model": served.name, "results": out.value}
+
+    @router.post("/v1/tokenize", response_model=s.TokenizeResponse, summary="Tokenize texts")
+    async def tokenize(req: s.TokenizeRequest) -> Any:
+        """The model's tokens of each text (no special tokens), with character offsets."""
+        served = registry.find(req.model, None, "/v1/tokenize")
+        texts = check_inputs(req.texts, settings, windowed=True)
+        out = await registry.call(served, lambda p: tokens_json(p.engine.tokenizer, texts))
+        return {"model": served.name, "results": out.value}
+
+    @router.post(
+        "/v1/rerank",
+        response_model=s.RerankResponse,
+        response_model_exclude_none=True,
+        summary="Rerank documents (Cohere / Jina shape)",
+    )
+    async def rerank(req: s.RerankRequest) -> Any:
+        """Documents sorted by relevance to the query, best first, with their input index."""
+        served = registry.find(req.model, "rerank", "/v1/rerank")
+        (query,) = check_inputs([req.query], settings, truncate=req.truncate, what="query")
+        originals = [d if isinstance(d, str) else d.text for d in req.documents]
+        docs = check_inputs(originals, settings, truncate=req.truncate, what="document")
+        out = await registry.call(
+            served, lambda p: p.rerank(query, docs, top_n=req.top_n), truncate=req.truncate
+        )
+        results = [
+            {
+                "index": hit.index,
+                "relevance_score": hit.score,
+                "document": {"text": originals[hit.index]} if req.return_documents else None,
+            }
+            for hit in out.value.hits
+        ]
+        return {"model": served.name, "results": results, "usage": {"total_tokens": out.tokens}}
+
+    return router
+
+
+def tokens_json(tokenizer: Tokenizer, texts: list[str]) -> list[dict[str, Any]]:
+    """Each text's tokens as {id, token, start, end} records."""
+    results = []
+    for text, t in zip(texts, tokenizer.tokenize(texts)):
+        strings = tokenizer.tokens_to_strings(t.ids)
+        tokens = [
+            {"id": int(i), "token": tok, "start": int(a), "end": int(b)}
+            for i, tok, (a, b) in zip(t.ids, strings, t.offsets)
+        ]
+        results.append({"text": text, "tokens": tokens})
+    return results

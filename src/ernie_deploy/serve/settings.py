@@ -1,0 +1,217 @@
+"""The serve layer's configuration: server limits (ServeSettings), the models to load, TOML files.
+
+A config file lists models and limits (every key optional; command-line values win)::
+
+    host = "127.0.0.1"
+    port = 8000
+    max_batch_tokens = 8192
+    max_wait_ms = 5
+
+    [models]
+    ner = "ner-zh"                       # a path, or a bundled model's name
+
+    [models.emb]
+    path = "/models/bge-m3-onnx"
+    task = "embedding"
+    device = "cuda:0"
+    fp16 = true
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ernie_deploy.errors import ConfigError, MissingDependencyError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MODEL_KEYS = ("path", "task", "device", "fp16", "max_seq_length", "threads")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve.
+
+    Args:
+        name: the name requests use (`model` field, `/models/{name}`); letters, digits, `._-`.
+        path: a model directory, an .onnx file or a bundled model's name (`ernie-deploy models`).
+        task: token_cls, seq_cls, embedding or rerank; None reads it from the directory.
+        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
+        fp16: fp16 on CUDA with compute capability >= 7.0.
+        max_seq_length: tokens per sequence; None reads it from the directory.
+        threads: ONNX Runtime intra-op threads; None sizes them from the usable CPUs.
+    """
+
+    name: str
+    path: str
+    task: str | None = None
+    device: str = "auto"
+    fp16: bool = False
+    max_seq_length: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and options of the HTTP server (one object for the whole serve layer).
+
+    Args:
+        host: address to bind; 127.0.0.1 unless told otherwise.
+        port: TCP port.
+        api_key: when set, every route but /health and the docs needs `Authorization: Bearer KEY`.
+        max_batch_tokens: a batch holds at most this many padded tokens (rows x longest row);
+            a single row longer than that still runs, alone.
+        max_batch_size: rows (sequences) per batch.
+        max_wait_ms: how long the first waiting request may be held for others to join it.
+        max_queue: requests per model waiting or running; more are answered 429 at once.
+        max_body_bytes: request bodies above this size are answered 413.
+        max_texts: texts (or documents) per request.
+        max_chars: characters per text; NER windows long texts up to it, other tasks cut texts
+            to it only when the request says `"truncate": true`.
+        workers: threads per model that tokenize and post-process its requests (inference has
+            one more thread per model).
+        graceful_timeout_s: on SIGTERM, how long queued requests may take before being cut off.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = field(default=None, repr=False)
+    max_batch_tokens: int = 16384
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_texts: int = 256
+    max_chars: int = 20_000
+    workers: int = 32
+    graceful_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}.")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key is empty: pass a non-empty key or none at all.")
+        positive = (
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queue",
+            "max_body_bytes",
+            "max_texts",
+            "max_chars",
+            "workers",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("max_wait_ms", "graceful_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+
+
+SETTING_KEYS = tuple(f.name for f in fields(ServeSettings))
+
+
+def check_name(name: str) -> str:
+    """A model name usable in URLs and JSON: letters, digits, '.', '_', '-' (at most 64)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"Model name {name!r} is not usable: use letters, digits, '.', '_' or '-' "
+            "(at most 64), e.g. ner=path/to/model."
+        )
+    return name
+
+
+def parse_model_arg(arg: str) -> ModelSpec:
+    """`name=path` or `path` (then the name is the directory's or file stem's name)."""
+    name, sep, path = arg.partition("=")
+    if not sep:
+        name, path = "", arg
+    if not path:
+        raise ConfigError(f"Model argument {arg!r} has no path: use NAME=PATH or PATH.")
+    if not name:
+        p = Path(path.rstrip("/\\"))
+        name = p.stem if p.suffix == ".onnx" else p.name
+    return ModelSpec(name=name, path=path)
+
+
+def merge_models(*groups: list[ModelSpec]) -> list[ModelSpec]:
+    """All specs in order; a name used twice is a ConfigError naming both paths."""
+    seen: dict[str, ModelSpec] = {}
+    for spec in (s for group in groups for s in group):
+        if spec.name in seen:
+            raise ConfigError(
+                f"Two models are named {spec.name!r} ({seen[spec.name].path} and {spec.path}): "
+                "give one of them another name with NAME=PATH."
+            )
+        seen[spec.name] = spec
+    if not seen:
+        raise ConfigError("No models to serve: pass MODEL arguments (NAME=PATH) or --config FILE.")
+    return list(seen.values())
+
+
+def read_config(path: str | Path) -> tuple[dict[str, Any], list[ModelSpec]]:
+    """(setting overrides, models) from a TOML file; unknown keys are ConfigErrors."""
+    path = Path(path)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError as exc:
+            raise MissingDependencyError(
+                "Reading a TOML config needs Python 3.11+ or the tomli package: pip install tomli."
+            ) from exc
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config {path} ({exc.strerror}): check the path.") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config {path} is not valid UTF-8 TOML ({exc}): fix it.") from exc
+    models_table = data.pop("models", {})
+    unknown = sorted(set(data) - set(SETTING_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"Config {path} has unknown keys {', '.join(unknown)}: use [models] and "
+            f"{', '.join(k for k in SETTING_KEYS if k != 'api_key')}."
+        )
+    if "api_key" in data:
+        raise ConfigError(
+            f"Config {path} holds api_key: keep secrets out of config files, pass --api-key "
+            "or set ERNIE_DEPLOY_API_KEY."
+        )
+    if not isinstance(models_table, Mapping):
+        raise ConfigError(f"Config {path}: [models] must be a table of NAME = PATH entries.")
+    return data, [_model_entry(path, name, v) for name, v in models_table.items()]
+
+
+def _model_entry(path: Path, name: str, value: object) -> ModelSpec:
+    if isinstance(value, str):
+        return ModelSpec(name=name, path=value)
+    if not isinstance(value, Mapping) or not isinstance(value.get("path"), str):
+        raise ConfigError(
+            f'Config {path}: models.{name} must be a path string or a table with path = "...".'
+        )
+    unknown = sorted(set(value) - set(MODEL_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"Config {path}: models.{name} has unknown keys {', '.join(unknown)}: "
+            f"use {', '.join(MODEL_KEYS)}."
+        )
+    return ModelSpec(name=name, **value)
+
+
+def build_settings(file_values: Mapping[str, Any], **overrides: Any) -> ServeSettings:
+    """ServeSettings from config-file values, then the non-None overrides (command line)."""
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return replace(ServeSettings(), **values)
+    except TypeError as exc:
+        raise ConfigError(f"Invalid server setting ({exc}): check the config file.") from exc
