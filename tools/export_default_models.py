@@ -110,7 +110,7 @@ def curve(workdir: Path) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("kind") == "eval"]
 
 
-def export(task: str, checkpoint: Path, decode: str | None, skip_int8: bool) -> Path:
+def export(task: str, checkpoint: Path, decode: str | None, skip_int8: bool, ship: bool) -> Path:
     name = NAMES[task]
     out = WORK / name
     info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
@@ -120,7 +120,7 @@ def export(task: str, checkpoint: Path, decode: str | None, skip_int8: bool) -> 
     export_info = record_export_check(checkpoint, out)
     print(f"export check: {export_info}")
     if task == "ner":
-        metrics = {"fp32": evaluate.evaluate_ner(str(out), None)}
+        metrics = {"fp32": evaluate.evaluate_ner(str(out), decode)}
         if decode != "argmax":
             metrics["fp32_argmax"] = evaluate.evaluate_ner(str(out), "argmax")
         if not skip_int8:
@@ -144,6 +144,9 @@ def export(task: str, checkpoint: Path, decode: str | None, skip_int8: bool) -> 
     from model_card import write_card
 
     write_card(out, task, name, bundle, history)
+    if not ship:
+        print(f"wrote {out.relative_to(ROOT)} (not shipped: --no-ship)")
+        return out
     target = bundled_root() / name
     if target.exists():
         shutil.rmtree(target)
@@ -193,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=None, help="a best/ or final/ directory")
     p.add_argument("--decode", choices=("argmax", "viterbi"), default=None)
     p.add_argument("--skip-int8", action="store_true")
+    p.add_argument("--no-ship", action="store_true", help="stop before replacing the bundled copy")
     args = p.parse_args(argv)
     checkpoint = args.checkpoint or ROOT / ".cache" / "train" / args.task / "best"
     decode = args.decode or ("viterbi" if args.task == "ner" else None)
-    export(args.task, checkpoint, decode, args.skip_int8)
+    export(args.task, checkpoint, decode, args.skip_int8, not args.no_ship)
     return 0
 
 

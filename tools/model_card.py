@@ -43,11 +43,12 @@ def _ner_table(evaluation: dict[str, Any]) -> list[str]:
             f"{_pct(m['f1'])} | " + " | ".join(cells) + " |"
         )
     int8 = evaluation.get("int8")
+    decode = evaluation.get("fp32", {}).get("decode", "model default")
     if int8 and int8.get("evaluation"):
         ev = int8["evaluation"]
         ref, cand = ev.get("fp32", {}), ev.get("int8", {})
         rows.append(
-            f"| int8 ({int8['size_mb_int8']} MB vs {int8['size_mb_fp32']} MB) | model default | "
+            f"| int8 ({int8['size_mb_int8']} MB vs {int8['size_mb_fp32']} MB) | {decode} | "
             f"{_pct(cand.get('precision', 0))} | {_pct(cand.get('recall', 0))} | "
             f"{_pct(cand.get('f1', 0))} (fp32 {_pct(ref.get('f1', 0))}, "
             f"delta {ev.get('delta', {}).get('f1', 0):+.4f}) | | | |"
