@@ -40,6 +40,7 @@ NAMES = {"ner": "ner-zh", "sentiment": "sentiment-zh"}
 TASKS = {"ner": "token_cls", "sentiment": "seq_cls"}
 SHIPPED = (
     "model.onnx",
+    "model.onnx.data",
     "vocab.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -92,6 +93,22 @@ def record_export_check(checkpoint: Path, out: Path) -> dict[str, Any]:
     }
 
 
+def split_weights(onnx_path: Path, threshold_mb: float = 4.0) -> None:
+    """Keep the graph file small: tensors over `threshold_mb` (the word-embedding table) go
+    to `model.onnx.data` beside it, so no shipped file is over 20 MiB (ORT loads both)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    onnx.save_model(
+        model,
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=onnx_path.name + ".data",
+        size_threshold=int(threshold_mb * 1e6),
+    )
+
+
 def set_decode(out: Path, decode: str | None) -> None:
     if not decode:
         return
@@ -116,6 +133,7 @@ def export(task: str, checkpoint: Path, decode: str | None, skip_int8: bool, shi
     info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
     report = convert_paddle(checkpoint, out, task=TASKS[task], max_seq_length=128, overwrite=True)
     print("\n".join(report.lines()))
+    split_weights(out / "model.onnx")
     set_decode(out, decode)
     export_info = record_export_check(checkpoint, out)
     print(f"export check: {export_info}")

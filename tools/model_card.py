@@ -129,7 +129,9 @@ def write_card(
         f"opset {export['opset']}): ONNX Runtime vs the Paddle checkpoint on a probe batch of "
         f"{export['probe_rows']} mixed-length rows: max abs diff {export['max_abs_diff']:.3g}, "
         f"argmax agreement {export['argmax_agreement']:.2%}. Paddle's logits on that batch are in "
-        "`export_check.npz`; the test suite checks the shipped graph still gives them.",
+        "`export_check.npz`; the test suite checks the shipped graph still gives them. The "
+        "word-embedding table is stored in `model.onnx.data` beside the graph (ONNX external "
+        "data, loaded by ONNX Runtime with it), which keeps every file under 20 MiB.",
         "",
         "## Evaluation",
         "",
