@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP_CORE := $(VENV)/.core-installed
 STAMP_TEST := $(VENV)/.test-installed
+STAMP_BENCH := $(VENV)/.bench-installed
 
-.PHONY: demo test lint gpu clean
+.PHONY: demo test lint bench gpu clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,8 +29,20 @@ test: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP_TEST)
-	$(BIN)/ruff check src tests infer.py tools
+	$(BIN)/ruff check src tests infer.py tools benchmarks
 	$(BIN)/mypy
+
+# Benchmarks (not part of `make test`): the test environment plus sentence-transformers,
+# pinned so pip keeps the CPU torch and transformers 4.x (an unpinned resolve would pull
+# transformers 5 and a CUDA torch). Bounded to 20 minutes; writes benchmarks/RESULTS.md.
+# `make bench BENCH_ARGS=--quick` is a smoke run into .cache/bench/RESULTS-quick.md.
+BENCH_ARGS ?=
+$(STAMP_BENCH): $(STAMP_TEST)
+	$(BIN)/pip install -q "sentence-transformers>=5,<6" "torch==2.13.0" "transformers>=4.40,<5" "huggingface-hub<1.0"
+	touch $@
+
+bench: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 # CUDA: onnxruntime-gpu replaces onnxruntime (both ship the `onnxruntime` module).
 gpu: $(STAMP_CORE)

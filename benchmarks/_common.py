@@ -404,3 +404,18 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def order_sections(names: Sequence[str], path: Path = RESULTS) -> None:
+    """Put the named sections (those present) right after the header, in the given order;
+    other sections and loose text keep their relative order after them."""
+    with _locked(path):
+        if not path.exists():
+            return
+        blocks = _blocks(path.read_text(encoding="utf-8"))
+        rank = {name: i for i, name in enumerate([_HEADER_NAME, *names])}
+        first = sorted((b for b in blocks if b[0] in rank), key=lambda b: rank[str(b[0])])
+        rest = [b for b in blocks if b[0] not in rank]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(_render(first + rest), encoding="utf-8")
+        os.replace(tmp, path)
