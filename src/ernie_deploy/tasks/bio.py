@@ -22,6 +22,15 @@ class TagSet:
     prefixes: tuple[str, ...]
     types: tuple[str, ...]
 
+    @property
+    def outside(self) -> np.ndarray:
+        """Boolean mask over label ids: True where the label is O."""
+        cached = self.__dict__.get("_outside")
+        if cached is None:
+            cached = np.array([p == OUTSIDE for p in self.prefixes], dtype=bool)
+            object.__setattr__(self, "_outside", cached)
+        return cached
+
     @classmethod
     def from_labels(cls, labels: Sequence[str]) -> TagSet:
         prefixes, types = [], []
@@ -96,7 +105,13 @@ def decode(
             entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))
         kind = ""
 
-    for w in range(len(starts)):
+    # O words only close what is open, so the loop visits the other words and closes
+    # at every gap; most words of most texts are O.
+    previous = -2
+    for w in np.flatnonzero(~tagset.outside[word_tags]).tolist():
+        if w != previous + 1:
+            close()
+        previous = w
         prefix = tagset.prefixes[word_tags[w]]
         label = tagset.types[word_tags[w]]
         score = float(word_scores[w])
