@@ -141,6 +141,21 @@ def test_cut_batches_respects_rows_and_padded_tokens() -> None:
     assert len(alone) == 1  # a row over the budget still runs, alone
 
 
+def test_cut_batches_keeps_padding_bounded() -> None:
+    lengths = [300, 280, 150, 140, 40, 38, 36, 8, 7, 6, 5]
+    rows = [(None, i, n) for i, n in enumerate(lengths)]
+    batches = list(cut_batches(rows, BatchLimits(max_batch_size=32, max_padding=1.5)))  # type: ignore[arg-type]
+    assert [[n for _, _, n in b] for b in batches] == [
+        [300, 280, 150, 140],
+        [40, 38, 36, 8],
+        [7, 6, 5],
+    ]
+    for b in batches:
+        widths = [n for _, _, n in b]
+        assert len(widths) * widths[0] <= 1.5 * sum(widths)
+    assert [r for b in batches for r in b] == rows  # every row once, in order
+
+
 def test_input_limits() -> None:
     settings = ServeSettings(max_texts=2, max_chars=5)
     assert check_inputs("abc", settings) == ["abc"]

@@ -12,7 +12,10 @@ Design (pre / core / post, as in infinity):
   waits until the oldest job has waited `max_wait_ms` or a full batch is waiting, takes every
   waiting job, sorts their rows by length (longest first) and cuts them into batches of at
   most `max_batch_size` rows and `max_batch_tokens` padded tokens (rows x longest row; a row
-  longer than the budget runs alone). Only `session.run` happens on this thread; ONNX Runtime
+  longer than the budget runs alone), starting a new batch where the next row would bring the
+  batch's padded tokens above `max_padding` times its real tokens (a few dozen rows that arrived
+  together span the corpus's lengths; a 5-token row padded to 300 costs as much as a 300-token
+  one). Only `session.run` happens on this thread; ONNX Runtime
   releases the GIL, so the worker threads keep tokenizing meanwhile.
 * Each request gets back its own rows, with the padded features of the batch they ran in, in
   the `(Batch, values)` form `Engine.run` yields, so the head post-processes them as if it had
@@ -46,6 +49,7 @@ class BatchLimits:
     max_batch_tokens: int = 16384
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
+    max_padding: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -242,17 +246,22 @@ class Batcher:
 def cut_batches(
     rows: Sequence[tuple[_Job, int, int]], limits: BatchLimits
 ) -> Iterator[list[tuple[_Job, int, int]]]:
-    """Consecutive runs of length-sorted (longest first) rows within the size and token limits."""
+    """Consecutive runs of length-sorted (longest first) rows within the size, token and
+    padding limits."""
     batch: list[tuple[_Job, int, int]] = []
+    real = 0
     for row in rows:
         width = batch[0][2] if batch else row[2]
+        padded = (len(batch) + 1) * width
         if batch and (
             len(batch) + 1 > limits.max_batch_size
-            or (len(batch) + 1) * width > limits.max_batch_tokens
+            or padded > limits.max_batch_tokens
+            or padded > limits.max_padding * (real + row[2])
         ):
             yield batch
-            batch = []
+            batch, real = [], 0
         batch.append(row)
+        real += row[2]
     if batch:
         yield batch
 
