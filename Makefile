@@ -19,7 +19,7 @@ $(STAMP_CORE): pyproject.toml | $(BIN)/python
 # Tests compare against the reference frameworks (paddle, paddlenlp, PyTorch,
 # transformers) running the same weights, so they need every extra but gpu.
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,serve,paddle,hf]"
+	$(BIN)/pip install -q -e ".[dev,serve,paddle,hf,ray]"
 	touch $(STAMP_CORE) $@
 
 demo: $(STAMP_CORE)

@@ -1,4 +1,4 @@
-"""The `ernie-deploy` command line: infer | predict | inspect | models | convert | optimize | quantize | serve."""
+"""The `ernie-deploy` command line: infer | predict | batch | inspect | models | convert | optimize | serve ..."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ernie_deploy.cli_batch import register as _register_batch
 from ernie_deploy.cli_convert import register as _register_convert
 from ernie_deploy.cli_serve import register as _register_serve
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
@@ -138,7 +139,7 @@ def _write_results(
         return
     from rich.progress import Progress
 
-    from ernie_deploy.textio import chunked
+    from ernie_deploy.textio import chunked, result_record
 
     show = output_file is not None and total > 256 and sys.stderr.isatty()
     with Progress(disable=not show, transient=True) as progress:
@@ -147,7 +148,7 @@ def _write_results(
         for chunk in chunked(records, 256):
             results = predictor.predict([r["text"] for r in chunk], first_index=done)
             for record, result in zip(chunk, results):
-                writer.write({**record, **result.to_dict()})
+                writer.write(result_record(record, result))
             done += len(chunk)
             progress.update(bar, advance=len(chunk))
     if output_file is not None:
@@ -189,6 +190,7 @@ def models() -> None:
         typer.echo(f"  {m.path}")
 
 
+_register_batch(app)
 _register_convert(app)
 _register_serve(app)
 

@@ -10,8 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError, exit_code
+from ernie_deploy.serve.ray_serve import RayServeOptions
 from ernie_deploy.serve.settings import (
     ModelSpec,
+    ServeSettings,
     build_settings,
     merge_models,
     parse_model_arg,
@@ -67,10 +69,21 @@ def serve_cmd(
         Limit, typer.Option(help="Tokenize / post-process threads per model [32].")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Run replicas on Ray Serve (the ray extra).")
+    ] = False,
+    address: Annotated[
+        Optional[str],
+        typer.Option(help="--ray: the cluster (head:6379, or auto); default: start Ray locally."),
+    ] = None,
+    replicas: Annotated[Limit, typer.Option(help="--ray: replicas, fixed [1].")] = None,
+    min_replicas: Annotated[Limit, typer.Option(help="--ray: autoscaling lower bound.")] = None,
+    max_replicas: Annotated[Limit, typer.Option(help="--ray: autoscaling upper bound.")] = None,
 ) -> None:
     """Serve models over HTTP: /v1/ner, /v1/classify, /v1/embed, /v1/rerank, /v1/embeddings, ..."""
     try:
         _check_extra()
+        ray_options = _ray_options(ray, address, replicas, min_replicas, max_replicas)
         from ernie_deploy.serve.run import load_models, serve
 
         file_values, file_models = read_config(config) if config else ({}, [])
@@ -91,17 +104,69 @@ def serve_cmd(
             max_chars=max_chars,
             workers=workers,
         )
+        _note_open(settings.host, settings.api_key)
+        if ray_options is not None:
+            raise typer.Exit(_serve_on_ray(specs, settings, ray_options, log_level))
         loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
     except ErnieDeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exit_code(exc)) from None
-    if settings.api_key is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
+    raise typer.Exit(serve(loaded, settings, log_level=log_level))
+
+
+def _note_open(host: str, api_key: str | None) -> None:
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(
-            f"note: serving on {settings.host} without an API key: anyone who can reach it may "
+            f"note: serving on {host} without an API key: anyone who can reach it may "
             f"use it (set --api-key or ${API_KEY_ENV}).",
             err=True,
         )
-    raise typer.Exit(serve(loaded, settings, log_level=log_level))
+
+
+def _ray_options(
+    ray: bool,
+    address: str | None,
+    replicas: int | None,
+    min_replicas: int | None,
+    max_replicas: int | None,
+) -> RayServeOptions | None:
+    """--ray's options, checked (and Ray imported) before any model is read."""
+    given = [
+        flag
+        for flag, value in (
+            ("--address", address),
+            ("--replicas", replicas),
+            ("--min-replicas", min_replicas),
+            ("--max-replicas", max_replicas),
+        )
+        if value is not None
+    ]
+    if not ray:
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --ray: add it.")
+        return None
+    from ernie_deploy.raycluster import require_ray
+
+    options = RayServeOptions(address, replicas, min_replicas, max_replicas)
+    require_ray("serve --ray")
+    return options
+
+
+def _serve_on_ray(
+    specs: list[ModelSpec], settings: ServeSettings, options: RayServeOptions, log_level: str
+) -> int:
+    """Check every model's files here (one clear error), then let each replica load them."""
+    from ernie_deploy.runtime.model_dir import find_model
+    from ernie_deploy.serve.ray_serve import serve_ray
+
+    for spec in specs:
+        try:
+            find_model(spec.path)
+        except ErnieDeployError as exc:
+            raise type(exc)(f"Model {spec.name!r} ({spec.path}) failed to load: {exc}") from exc
+    return serve_ray(
+        specs, settings, options, log_level, notify=lambda line: typer.echo(line, err=True)
+    )
 
 
 def _tasks(values: list[str], names: set[str]) -> dict[str, str]:

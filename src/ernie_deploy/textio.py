@@ -86,6 +86,28 @@ def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[
         yield buf
 
 
+def result_record(record: dict[str, Any], result: Any, prefix: str = "") -> dict[str, Any]:
+    """One output row: the input `record` with the fields of `result.to_dict()` beside it.
+
+    The result's own `text` is left out (the record already holds the text); the other fields
+    are named `prefix + field`. `predict` and `batch` write their rows with this, so both
+    commands (and both batch engines) give the same row for the same input.
+    """
+    fields = result.to_dict()
+    fields.pop("text", None)
+    return {**record, **{prefix + key: value for key, value in fields.items()}}
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """`record` as one line of JSON (UTF-8 kept as is; dates and other values as strings)."""
+    return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    iso = getattr(value, "isoformat", None)
+    return iso() if callable(iso) else str(value)
+
+
 class JsonlWriter:
     """Writes one JSON object per line and flushes it, so a later failure loses nothing written."""
 
@@ -94,6 +116,6 @@ class JsonlWriter:
         self.count = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.write(json_line(record) + "\n")
         self.stream.flush()
         self.count += 1

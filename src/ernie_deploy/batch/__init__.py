@@ -1,0 +1,15 @@
+"""Batch jobs over large corpora: `ernie-deploy batch MODEL INPUT OUTPUT`, in-process or on Ray.
+
+>>> from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
+>>> run_batch(ModelOptions("ner-zh"), "docs.jsonl", "tags.jsonl", BatchOptions())  # doctest: +SKIP
+
+Inputs are jsonl / csv / parquet files or folders (`source`), outputs jsonl or parquet written
+in input order and resumable (`sink`); the local engine and the Ray engine (`ray_engine`, the
+`[ray]` extra) run the same predict calls on the same chunks (`job`).
+"""
+
+from __future__ import annotations
+
+from ernie_deploy.batch.job import BatchOptions, ModelOptions, Report, run_batch
+
+__all__ = ["BatchOptions", "ModelOptions", "Report", "run_batch"]

@@ -1,0 +1,260 @@
+"""A batch job: options, resuming, the local engine, and the one function both engines predict with.
+
+Rows go through the predictor in chunks of `batch_size` aligned on row numbers (chunk k holds
+rows k*batch_size ... (k+1)*batch_size - 1, a resumed job's first chunk ends on such a
+boundary), so the local and Ray engines run exactly the same `predict` calls and write
+identical rows, in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ernie_deploy.batch.sink import (
+    Sink,
+    check_manifest,
+    open_sink,
+    result_types,
+    write_manifest,
+)
+from ernie_deploy.batch.source import Row, Source, open_source
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.textio import json_line, result_record
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load the model (the `ernie_deploy.load` arguments a batch job passes on).
+
+    Args:
+        path: model directory, .onnx file or bundled model name.
+        task: token_cls, seq_cls or embedding; None reads it from the directory.
+        tokenizer_dir: the tokenizer's directory when it is not beside the model.
+        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
+        fp16: fp16 on CUDA (compute capability >= 7.0).
+        max_seq_length: tokens per sequence; None reads it from the directory.
+        truncate: seq_cls / embedding cut over-long texts instead of stopping the job.
+        top_k: seq_cls lists the k best labels.
+        strict: token_cls drops I-X tags that do not continue an X entity.
+        decode: token_cls tag decoding, "argmax" or "viterbi"; None: the directory's choice.
+    """
+
+    path: str
+    task: str | None = None
+    tokenizer_dir: str | None = None
+    device: str = "auto"
+    fp16: bool = False
+    max_seq_length: int | None = None
+    truncate: bool = False
+    top_k: int = 1
+    strict: bool = False
+    decode: str | None = None
+
+    def load(self, threads: int | None, path: str | None = None, tok: str | None = None) -> Any:
+        """The predictor, with `threads` intra-op threads (None: sized from the usable CPUs)."""
+        from ernie_deploy.api import load
+
+        predictor = load(
+            path or self.path,
+            task=self.task,
+            device=self.device,
+            fp16=self.fp16,
+            tokenizer_dir=tok if path else self.tokenizer_dir,
+            max_seq_length=self.max_seq_length,
+            threads=threads,
+            truncate=self.truncate,
+            top_k=self.top_k,
+            strict=self.strict or None,
+            decode=self.decode,
+        )
+        _refuse_rerank(predictor.task, self.path)
+        return predictor
+
+    def results_settings(self) -> dict[str, Any]:
+        """The options that change results (a resumed job must use the same)."""
+        d = asdict(self)
+        for key in ("path", "tokenizer_dir", "device"):  # the model is compared by its file
+            d.pop(key)
+        return d
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """A batch job's options besides the model.
+
+    Args:
+        text_column: the input column holding the text.
+        id_column: the id column; None: `id`, added with row numbers when the input has none.
+        prefix: put before every result column's name (e.g. "pred_" to keep an input "label").
+        batch_size: rows per predict call: one Ray Data batch, and how often the local engine
+            writes and syncs its output.
+        engine: "local" (in this process) or "ray".
+        threads: local engine: ONNX Runtime intra-op threads (None: sized from the usable CPUs).
+        address: ray engine: the cluster to join; None starts a local Ray instance.
+        num_actors: ray engine: actors (each loads the model once); None: one per node.
+        overwrite: replace an existing output instead of resuming it.
+        ship_model: ray engine: send the model's files to the actors through Ray's object store
+            (None: when `address` is given, since other nodes may not have the path).
+    """
+
+    text_column: str = "text"
+    id_column: str | None = None
+    prefix: str = ""
+    batch_size: int = 256
+    engine: str = "local"
+    threads: int | None = None
+    address: str | None = None
+    num_actors: int | None = None
+    overwrite: bool = False
+    ship_model: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"Unknown engine {self.engine!r}: use one of {', '.join(ENGINES)}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        if self.engine == "local" and (self.address or self.num_actors is not None):
+            raise ConfigError("--address and --num-actors need --engine ray: add it.")
+
+
+@dataclass
+class Report:
+    """What a job did: rows in the input, rows written now, rows found already written."""
+
+    output: Path
+    total: int
+    written: int = 0
+    resumed_from: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def predict_rows(
+    predictor: Any, rows: Sequence[Row], prefix: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One chunk's output rows, as dicts and as JSON lines (what both engines run and write)."""
+    first = rows[0].number if rows else 0
+    results = predictor.predict([r.text for r in rows], first_index=first)
+    out = [result_record(r.record, res, prefix) for r, res in zip(rows, results)]
+    return out, [json_line(o) for o in out]
+
+
+def chunks(source: Source, start: int, size: int) -> Iterator[list[Row]]:
+    """Rows from `start` in chunks ending on multiples of `size` (see the module docstring)."""
+    buf: list[Row] = []
+    for row in source.rows(start):
+        buf.append(row)
+        if (row.number + 1) % size == 0:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+Progress = Callable[[int], None]
+
+
+def run_batch(
+    model: ModelOptions,
+    input_path: str | Path,
+    output_path: str | Path,
+    options: BatchOptions,
+    progress: Callable[[int, int], Progress] | None = None,
+    notify: Callable[[str], None] = lambda line: None,
+) -> Report:
+    """Run (or resume) a batch job and return what it did.
+
+    `progress(total, done)` may return a callback taking the rows written by each chunk.
+    Errors are ErnieDeployErrors naming the fix; rows written before one are kept, and a
+    re-run with the same settings goes on from there.
+    """
+    source = open_source(input_path, options.text_column, options.id_column)
+    output = Path(output_path).expanduser()
+    sink = open_sink(output)  # checks the suffix before anything runs
+    settings = _settings(model, source, options)
+    manifest = check_manifest(output, settings, options.overwrite)
+    total = source.count()
+    report = Report(output, total)
+    done = sink.done() if manifest is not None else 0
+    if done > total:
+        raise ConfigError(
+            f"{output} holds {done} rows but the input has {total}: pass --overwrite to start again."
+        )
+    report.resumed_from = done
+    if manifest is not None and manifest.get("complete_rows") == total and done == total:
+        notify(f"{output} is complete ({total} rows): nothing to do")
+        return report
+    if done:
+        notify(f"resuming {output}: {done} of {total} rows already written")
+    write_manifest(output, settings, None)
+    advance = progress(total, done) if progress else None
+    if options.engine == "ray":
+        from ernie_deploy.batch.ray_engine import run_ray
+
+        run_ray(model, source, sink, options, done, report, advance, notify)
+    else:
+        _run_local(model, source, sink, options, done, report, advance, notify)
+    sink.finish()
+    write_manifest(output, settings, total)
+    return report
+
+
+def _run_local(
+    model: ModelOptions,
+    source: Source,
+    sink: Sink,
+    options: BatchOptions,
+    start: int,
+    report: Report,
+    advance: Progress | None,
+    notify: Callable[[str], None],
+) -> None:
+    predictor = model.load(options.threads)
+    for notice in predictor.model.notices:
+        notify(f"note: {notice}")
+    _set_types(sink, predictor.task, options.prefix)
+    for rows in chunks(source, start, options.batch_size):
+        dicts, lines = predict_rows(predictor, rows, options.prefix)
+        sink.write(rows[0].number, dicts, lines)
+        report.written += len(rows)
+        if advance:
+            advance(len(rows))
+
+
+def _set_types(sink: Sink, task: str, prefix: str) -> None:
+    if hasattr(sink, "result_types"):
+        sink.result_types = result_types(task, prefix)
+
+
+def _settings(model: ModelOptions, source: Source, options: BatchOptions) -> dict[str, Any]:
+    """What the rows depend on; a resumed job must match it."""
+    return {
+        "input": str(source.path.resolve()),
+        "input_files": source.fingerprint(),
+        "model": _model_id(model),
+        "options": model.results_settings(),
+        "text_column": source.text_column,
+        "id_column": source.id_column,
+        "id_generated": source.id_generated,
+        "prefix": options.prefix,
+    }
+
+
+def _model_id(model: ModelOptions) -> str:
+    from ernie_deploy.runtime.model_dir import find_model
+
+    files = find_model(model.path, model.tokenizer_dir)
+    _refuse_rerank(model.task or files.config.task, model.path)
+    return str(files.onnx_path.resolve())
+
+
+def _refuse_rerank(task: str | None, path: str) -> None:
+    if task == "rerank":
+        raise ConfigError(
+            f"{path} is a rerank model, which needs a query per document: `batch` runs "
+            "token_cls, seq_cls and embedding models (use the Python API's rerank)."
+        )

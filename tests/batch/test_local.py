@@ -1,0 +1,223 @@
+"""`ernie-deploy batch` with the local engine: formats, columns, resuming after a crash, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import ernie_deploy
+from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
+from ernie_deploy.batch import job as job_module
+from ernie_deploy.batch.job import chunks
+from ernie_deploy.batch.source import open_source
+from ernie_deploy.cli import app
+from tests.batch.conftest import make_texts, read_jsonl, write_jsonl
+
+runner = CliRunner()
+
+
+def batch(*args: str) -> Any:
+    return runner.invoke(app, ["batch", *args])
+
+
+def test_jsonl_rows_keep_their_columns_and_match_predict(
+    lookup_ner: Path, corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    result = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc")
+    assert result.exit_code == 0, result.output
+    assert "wrote 300 rows" in result.stderr
+    rows = read_jsonl(out)
+    source = read_jsonl(corpus)
+    assert [r["id"] for r in rows] == list(range(300))  # no id column: row numbers added
+    assert [list(r) for r in rows[:1]] == [["id", "doc", "source", "entities"]]
+    assert [{"doc": r["doc"], "source": r["source"]} for r in rows] == source
+    # the same rows `ernie-deploy predict` writes (one serialization for both commands)
+    pred_out = tmp_path / "pred.jsonl"
+    pred = runner.invoke(
+        app,
+        ["predict", str(lookup_ner), "-i", str(corpus), "-o", str(pred_out), "--text-field", "doc"],
+    )
+    assert pred.exit_code == 0, pred.output
+    predicted = read_jsonl(pred_out)
+    assert [r["entities"] for r in rows] == [p["entities"] for p in predicted]
+    assert sum(len(r["entities"]) for r in rows) > 100  # the corpus does have entities
+    direct = ernie_deploy.load(lookup_ner).predict([r["doc"] for r in source])
+    assert [r["entities"] for r in rows] == [d.to_dict()["entities"] for d in direct]
+
+
+def test_csv_parquet_and_folder_inputs_give_the_same_rows(
+    cls_model: list[str], tmp_path: Path
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    texts = make_texts(90, seed=3)
+    ids = [f"doc-{i}" for i in range(90)]
+    with (tmp_path / "in.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["key", "body"])
+        writer.writerows(zip(ids, texts))
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pq.write_table(pa.table({"key": ids[:40], "body": texts[:40]}), folder / "a.parquet")
+    pq.write_table(pa.table({"key": ids[40:], "body": texts[40:]}), folder / "b.parquet")
+    outputs = {}
+    for name, src in (("csv", tmp_path / "in.csv"), ("folder", folder)):
+        out = tmp_path / f"{name}.jsonl"
+        args = [*cls_model[1:], "--text-column", "body", "--id-column", "key", "--batch-size", "16"]
+        result = batch(cls_model[0], str(src), str(out), *args)
+        assert result.exit_code == 0, result.output
+        outputs[name] = read_jsonl(out)
+    assert outputs["csv"] == outputs["folder"]
+    assert [r["key"] for r in outputs["csv"]] == ids and "id" not in outputs["csv"][0]
+    assert {"label", "score", "top_k", "labels"} <= set(outputs["csv"][0])
+    # parquet output: a folder of part files, merged at the end, read back as one table
+    out = tmp_path / "out.parquet"
+    result = batch(cls_model[0], str(folder), str(out), *cls_model[1:], "--text-column", "body")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(90))
+    assert table.column("label").to_pylist() == [r["label"] for r in outputs["csv"]]
+    assert len([p for p in out.iterdir() if p.suffix == ".parquet"]) == 1
+
+
+class Crash(Exception):
+    """Stands for the process dying mid-job."""
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    real = job_module.predict_rows
+    seen = [0]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        seen[0] += 1
+        if seen[0] > calls:
+            raise Crash
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job_module, "predict_rows", flaky)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_resumed_job_writes_every_row_once(
+    lookup_ner: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    model = ModelOptions(str(lookup_ner))
+    options = BatchOptions(text_column="doc", batch_size=64)
+    fresh = tmp_path / f"fresh{suffix}"
+    run_batch(model, corpus, fresh, options)
+    out = tmp_path / f"out{suffix}"
+    with monkeypatch.context() as m:
+        crash_after(m, 2)
+        with pytest.raises(Crash):
+            run_batch(model, corpus, out, options)
+    if suffix == ".jsonl":
+        assert len(read_jsonl(out)) == 128
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write('{"id": 128, "doc": "北')  # the crash cut the next line short
+    else:
+        (out / "part-000000000128-000000000192.parquet.tmp").write_bytes(b"PAR1 half")
+    report = run_batch(model, corpus, out, options)
+    assert (report.resumed_from, report.written) == (128, 172)
+    assert _rows(out) == _rows(fresh)
+    assert [r["id"] for r in _rows(out)] == list(range(300))
+    again = run_batch(model, corpus, out, options)  # complete: nothing to do
+    assert again.written == 0 and _rows(out) == _rows(fresh)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(path).to_pylist())
+
+
+def test_output_made_with_other_settings_is_refused(
+    lookup_ner: Path, corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    assert batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc").exit_code == 0
+    again = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc")
+    assert again.exit_code == 0 and "complete (300 rows): nothing to do" in again.stderr
+    other = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--strict")
+    assert other.exit_code == 2
+    assert "written with other settings (options)" in other.stderr and "--overwrite" in other.stderr
+    over = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--overwrite")
+    assert over.exit_code == 0 and "wrote 300 rows" in over.stderr
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text('{"x": 1}\n', encoding="utf-8")
+    refused = batch(str(lookup_ner), str(corpus), str(foreign), "--text-column", "doc")
+    assert refused.exit_code == 2 and "was not written by `ernie-deploy batch`" in refused.stderr
+    assert foreign.read_text(encoding="utf-8") == '{"x": 1}\n'
+
+
+def test_bad_input_is_one_sentence_and_keeps_written_rows(
+    lookup_ner: Path, corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    no_column = batch(str(lookup_ner), str(corpus), str(out))
+    assert no_column.exit_code == 2
+    assert "has no column 'text' (it has 'doc', 'source'): name the column" in no_column.stderr
+    assert "--text-column" in no_column.stderr and not out.exists()
+    txt = tmp_path / "in.txt"
+    txt.write_text("北京\n", encoding="utf-8")
+    assert (
+        "is not a .jsonl, .ndjson, .json, .csv, .parquet file"
+        in batch(str(lookup_ner), str(txt), str(out)).stderr
+    )
+    wrong_out = batch(str(lookup_ner), str(corpus), str(tmp_path / "o.csv"), "--text-column", "doc")
+    assert wrong_out.exit_code == 2 and "neither .jsonl nor .parquet" in wrong_out.stderr
+    no_id = batch(
+        str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--id-column", "k"
+    )
+    assert no_id.exit_code == 2 and "has no id column 'k'" in no_id.stderr
+    local_address = batch(str(lookup_ner), str(corpus), str(out), "--address", "auto")
+    assert local_address.exit_code == 1 and "need --engine ray" in local_address.stderr
+    src = write_jsonl(
+        tmp_path / "bad.jsonl", [{"text": t} for t in ["北京", "重庆", "成都", "乔丹"]]
+    )
+    with src.open("a", encoding="utf-8") as fh:
+        fh.write('{"text": " "}\n{"text": "科比"}\n')
+    bad = batch(str(lookup_ner), str(src), str(out), "--batch-size", "2")
+    assert bad.exit_code == 2
+    assert "bad.jsonl line 5 has an empty 'text': remove that row." in bad.stderr
+    assert [r["text"] for r in read_jsonl(out)] == ["北京", "重庆", "成都", "乔丹"]
+
+
+def test_ray_engine_without_ray_names_the_extra(
+    lookup_ner: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    out = tmp_path / "out.jsonl"
+    result = batch(
+        str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--engine", "ray"
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: --engine ray needs Ray, which is not installed: pip install 'ernie-deploy[ray]'."
+    )
+    assert not out.exists()
+
+
+def test_manifest_records_the_settings(lookup_ner: Path, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    run_batch(ModelOptions(str(lookup_ner)), corpus, out, BatchOptions(text_column="doc"))
+    manifest = json.loads((tmp_path / "out.jsonl.batch.json").read_text(encoding="utf-8"))
+    assert manifest["complete_rows"] == 300
+    assert manifest["settings"]["text_column"] == "doc"
+    assert manifest["settings"]["id_generated"] is True
+
+
+def test_chunks_end_on_batch_boundaries(corpus: Path) -> None:
+    source = open_source(corpus, "doc")
+    sizes = [len(c) for c in chunks(source, 70, 64)]
+    assert sizes == [58, 64, 64, 44]
