@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 
 import ernie_deploy
 from ernie_deploy.cli import app
+from ernie_deploy.infer_cli import GUIDE_LABELS
 from ernie_deploy.runtime import RuntimeConfig, load_model
 from ernie_deploy.runtime.bundled import DEFAULTS, bundled_models, bundled_path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4
-# the models this version ships (ner-zh joins when its training schedule is done)
-SHIPPED = ("sentiment-zh",)
+# the models this version ships
+SHIPPED = ("ner-zh", "sentiment-zh")
 
 
 def test_shipped_models_are_installed() -> None:
@@ -28,6 +29,8 @@ def test_shipped_models_are_installed() -> None:
     assert set(SHIPPED) <= set(found)
     assert found["sentiment-zh"].labels == ("negative", "positive")
     assert found["sentiment-zh"].task == "seq_cls"
+    assert found["ner-zh"].labels == GUIDE_LABELS["token_cls"]
+    assert found["ner-zh"].task == "token_cls"
     for m in found.values():
         assert (m.path / "README.md").is_file(), f"{m.name} has no model card"
         assert m.size_mb < 60
@@ -66,6 +69,29 @@ def test_infer_seq_cls_without_model_path_uses_the_bundled_model() -> None:
     assert run.returncode == 0, run.stderr
     labels = [line for line in run.stdout.splitlines() if line.startswith("label:")]
     assert len(labels) == 2 and all(line.split()[1] in ("negative", "positive") for line in labels)
+
+
+def test_infer_token_cls_without_model_path_prints_the_guides_seven_entities() -> None:
+    from tests.cli.test_infer import GUIDE_TOKEN_CLS
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "--task_name", "token_cls"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    want = [line for line in GUIDE_TOKEN_CLS.splitlines() if line.startswith("entity:")]
+    assert len(want) == 7
+    assert [line for line in run.stdout.splitlines() if line.startswith("entity:")] == want
+    assert run.stdout.splitlines() == GUIDE_TOKEN_CLS.splitlines()
+
+
+def test_ner_zh_decodes_with_viterbi_by_default() -> None:
+    ner = ernie_deploy.load("ner-zh")
+    assert isinstance(ner, ernie_deploy.TokenClassifier)
+    assert ner.decode == "viterbi"
+    text = "李华在上海的复旦大学读书。"
+    entities = ner(text)[0].entities
+    assert all(text[e.start : e.end] == e.text for e in entities)
 
 
 def test_models_command_lists_them() -> None:
