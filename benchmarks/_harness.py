@@ -428,3 +428,21 @@ def load_note(args: argparse.Namespace) -> str | None:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(_probe_main(sys.argv[1:]))
+
+
+def finish(
+    section: str,
+    lines: list[str],
+    machine: str,
+    args: argparse.Namespace,
+    goals: Sequence[Goal] = (),
+) -> str:
+    """End a comparison: add the busy-machine note, print the section, write it into the
+    results file and record its goals (none: the issue sets none for it). Returns the text."""
+    if busy := load_note(args):
+        lines.append(f"- {busy}")
+    text = "\n".join(lines)
+    print("\n" + text)
+    c.write_section(section, text, machine, args.results)
+    record_goals(section, goals, args.quick)
+    return text

@@ -171,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Peak RSS: a fresh process that loads the contender and embeds the {h.PROBE_TEXTS} "
         "longest texts once."
     )
-    if busy := h.load_note(args):
-        lines.append(f"- {busy}")
-    section = "\n".join(lines)
-    print("\n" + section)
-    c.write_section(SECTION, section, machine, args.results)
-    h.record_goals(SECTION, [], args.quick)  # the issue sets no embedding goal
+    h.finish(SECTION, lines, machine, args)  # the issue sets no embedding goal
     return 0
 
 

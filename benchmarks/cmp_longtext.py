@@ -107,11 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         c.table(header, rows),
         "",
     ]
-    if busy := h.load_note(args):
-        lines.append(f"- {busy}")
-    section = "\n".join(lines)
-    print("\n" + section)
-    c.write_section(SECTION, section, machine, args.results)
     ratio = per_k[SIZES[-1]].median / per_k[SIZES[0]].median
     goal = h.Goal(
         "Long-text NER time per 1,000 characters at 100k within 1.2 × of at 1k",
@@ -119,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio <= 1.2,
         f"ERNIE, {shape.short}; one text per size, predicted alone",
     )
-    h.record_goals(SECTION, [goal], args.quick)
+    h.finish(SECTION, lines, machine, args, [goal])
     return 0
 
 

@@ -120,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"- Lowest ours ÷ raw: {worst[2]:.2f}× at batch {worst[0]}, length {worst[1]}."
         )
-    if busy := h.load_note(args):
-        lines.append(f"- {busy}")
-    section = "\n".join(lines)
-    print("\n" + section)
-    c.write_section(SECTION, section, machine, args.results)
-    h.record_goals(SECTION, [], args.quick)  # the issue sets no bound per shape
+    h.finish(SECTION, lines, machine, args)  # the issue sets no bound per shape
     return 0
 
 

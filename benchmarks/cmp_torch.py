@@ -297,12 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         body, g = report_task(s, run, rss if i == 0 else None, args)
         lines += body
         goals += g
-    if busy := h.load_note(args):
-        lines.append(f"- {busy}")
-    section = "\n".join(lines)
-    print("\n" + section)
-    c.write_section(SECTION, section, machine, args.results)
-    h.record_goals(SECTION, goals, args.quick)
+    h.finish(SECTION, lines, machine, args, goals)
     return 0
 
 
