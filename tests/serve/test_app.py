@@ -206,4 +206,7 @@ def test_model_arguments_and_config(tmp_path: Path) -> None:
             read_config(config)
     with pytest.raises(ConfigError, match="max_queue must be a positive integer"):
         build_settings({"max_queue": 0})
+    with pytest.raises(ConfigError, match="max_padding must be a number of at least 1"):
+        build_settings({"max_padding": 0.5})
+    assert build_settings({"max_padding": 2}).max_padding == 2
     assert "secret" not in repr(ServeSettings(api_key="secret"))

@@ -69,7 +69,10 @@ class Registry:
         if not predictors:
             raise ConfigError("No models to serve: pass at least one model.")
         limits = BatchLimits(
-            settings.max_batch_tokens, settings.max_batch_size, settings.max_wait_ms
+            settings.max_batch_tokens,
+            settings.max_batch_size,
+            settings.max_wait_ms,
+            settings.max_padding,
         )
         self.models: dict[str, ServedModel] = {}
         for name, predictor in predictors.items():

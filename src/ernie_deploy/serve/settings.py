@@ -69,6 +69,8 @@ class ServeSettings:
             a single row longer than that still runs, alone.
         max_batch_size: rows (sequences) per batch.
         max_wait_ms: how long the first waiting request may be held for others to join it.
+        max_padding: a batch is cut where its padded tokens would pass this many times its
+            real tokens (rows that arrive together span many lengths); at least 1.
         max_queue: requests per model waiting or running; more are answered 429 at once.
         max_body_bytes: request bodies above this size are answered 413.
         max_texts: texts (or documents) per request.
@@ -85,6 +87,7 @@ class ServeSettings:
     max_batch_tokens: int = 16384
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
+    max_padding: float = 1.5
     max_queue: int = 256
     max_body_bytes: int = 4 * 1024 * 1024
     max_texts: int = 256
@@ -114,6 +117,11 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+        value = self.max_padding
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+            raise ConfigError(
+                f"max_padding must be a number of at least 1 (padded / real tokens), got {value!r}."
+            )
 
 
 SETTING_KEYS = tuple(f.name for f in fields(ServeSettings))
