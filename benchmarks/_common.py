@@ -419,3 +419,11 @@ def order_sections(names: Sequence[str], path: Path = RESULTS) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(_render(first + rest), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def emit(section: str, text: str, machine: str, results: Path, write: bool = True) -> None:
+    """Print a finished section, and (unless `write` is off) put it into the results file."""
+    print("\n" + text)
+    if write:
+        write_section(section, text, machine, results)
+        progress(f"wrote section {section!r} of {results}")

@@ -425,10 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         c.progress(f"server stopped (exit status {status}); its log: {server.log_path}")
     info["load_end"] = c.load_average()
     section = report(args, runs, info)
-    print("\n" + section)
-    if not args.no_write:
-        c.write_section(SECTION, section, info["machine"], args.results)
-        c.progress(f"wrote section {SECTION!r} of {args.results}")
+    c.emit(SECTION, section, info["machine"], args.results, write=not args.no_write)
     return 0
 
 
