@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError, exit_code
+from ernie_deploy.options import parse_labels
 from ernie_deploy.serve.ray_serve import RayServeOptions
 from ernie_deploy.serve.settings import (
     ModelSpec,
@@ -46,6 +47,13 @@ def serve_cmd(
     task: Annotated[
         Optional[list[str]],
         typer.Option(help="NAME=TASK for a model whose directory does not say its task."),
+    ] = None,
+    labels: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="NAME=LABELS: a model's labels in output order ('O,B-PER,I-PER' or a file, one "
+            "per line), e.g. for a bare paddle2onnx .onnx; other options go in --config."
+        ),
     ] = None,
     device: Annotated[
         Optional[str], typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N] (for every model).")
@@ -88,8 +96,13 @@ def serve_cmd(
 
         file_values, file_models = read_config(config) if config else ({}, [])
         specs = merge_models(file_models, [parse_model_arg(m) for m in models or []])
-        tasks = _tasks(task or [], {s.name for s in specs})
-        specs = [_with_defaults(s, tasks.get(s.name), device, fp16, threads) for s in specs]
+        names = {s.name for s in specs}
+        tasks = _per_model("--task", task or [], names)
+        label_lists = _per_model("--labels", labels or [], names)
+        specs = [
+            _with_defaults(s, tasks.get(s.name), label_lists.get(s.name), device, fp16, threads)
+            for s in specs
+        ]
         settings = build_settings(
             file_values,
             host=host,
@@ -161,7 +174,7 @@ def _serve_on_ray(
 
     for spec in specs:
         try:
-            find_model(spec.path)
+            find_model(spec.path, spec.options.tokenizer_dir)
         except ErnieDeployError as exc:
             raise type(exc)(f"Model {spec.name!r} ({spec.path}) failed to load: {exc}") from exc
     return serve_ray(
@@ -169,34 +182,45 @@ def _serve_on_ray(
     )
 
 
-def _tasks(values: list[str], names: set[str]) -> dict[str, str]:
-    """--task NAME=TASK values by model name."""
-    tasks = {}
+def _per_model(flag: str, values: list[str], names: set[str]) -> dict[str, str]:
+    """NAME=VALUE values of a per-model flag (--task, --labels), by model name."""
+    found = {}
     for value in values:
-        name, sep, task = value.partition("=")
+        name, sep, rest = value.partition("=")
         if not sep or name not in names:
             raise ConfigError(
-                f"--task {value!r} does not name a served model: use NAME=TASK with NAME one of "
+                f"{flag} {value!r} does not name a served model: use NAME=VALUE with NAME one of "
                 f"{', '.join(sorted(names))}."
             )
-        tasks[name] = task
-    return tasks
+        found[name] = rest
+    return found
 
 
 def _with_defaults(
-    spec: ModelSpec, task: str | None, device: str | None, fp16: bool, threads: int | None
+    spec: ModelSpec,
+    task: str | None,
+    labels: str | None,
+    device: str | None,
+    fp16: bool,
+    threads: int | None,
 ) -> ModelSpec:
-    """Command-line --task / --device / --fp16 / --threads apply to models not setting their own."""
+    """Command-line values: --task / --labels name a model; --device / --fp16 / --threads apply
+    to every model not setting its own in the config file."""
+    options = spec.options
     changes: dict[str, object] = {}
     if task is not None:
         changes["task"] = task
-    if device is not None and spec.device == "auto":
+    if labels is not None:
+        changes["labels"] = parse_labels(labels)
+    if device is not None and options.device == "auto":
         changes["device"] = device
-    if fp16 and not spec.fp16:
+    if fp16 and not options.fp16:
         changes["fp16"] = True
-    if threads is not None and spec.threads is None:
+    if threads is not None and options.threads is None:
         changes["threads"] = threads
-    return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
+    if not changes:
+        return spec
+    return replace(spec, options=options.updated(where=f"model {spec.name!r}", **changes))
 
 
 def _check_extra() -> None:

@@ -72,6 +72,12 @@ class VerificationError(ErnieDeployError):
     """A converted model's outputs differ from the source's beyond the tolerance."""
 
 
+def first_line(exc: BaseException, limit: int = 300, *, last: bool = False) -> str:
+    """How a foreign library's error is quoted inside one of ours: the first (or `last`)
+    non-empty line of its message, at most `limit` characters, or its class name."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1 if last else 0][:limit]
+
+
 def exit_code(exc: ErnieDeployError) -> int:
     """The CLI's exit status for an error: 2 for bad input, 1 for everything else."""
     return 2 if isinstance(exc, InputError) else 1

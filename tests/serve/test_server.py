@@ -289,12 +289,17 @@ def _rounded(value: Any) -> Any:
 
 def test_metrics_exposes_requests_latency_queue_and_tokens(client: httpx.Client) -> None:
     client.post("/v1/ner", json={"texts": "乔丹"})
+    bad = client.post("/v1/ner", json={"texts": ["乔丹", 7]})
+    assert 400 <= bad.status_code < 500
     text = client.get("/metrics").text
     assert metric(text, "ernie_deploy_requests_total", route="/v1/ner", status="200") >= 1
     assert metric(text, "ernie_deploy_request_duration_seconds_count", route="/v1/ner") >= 1
     assert metric(text, "ernie_deploy_tokens_total", model="ner") > 0
     assert "ernie_deploy_queue_depth" in text and "ernie_deploy_batch_size_bucket" in text
-    assert metric(text, "ernie_deploy_requests_total", route="/v1/ner", status="400") >= 0
+    assert (
+        metric(text, "ernie_deploy_requests_total", route="/v1/ner", status=str(bad.status_code))
+        >= 1
+    )
 
 
 def test_openapi_documents_every_route(client: httpx.Client) -> None:

@@ -78,7 +78,7 @@ def convert_hf(
         max_seq_length: recorded in the config (None: the loader's default).
         overwrite: replace an existing OUT (only once the new one is verified).
     """
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, [src])
     src = Path(src).expanduser()
     if not (src / "config.json").is_file() or not any((src / w).is_file() for w in _WEIGHTS):
         raise ModelNotFoundError(

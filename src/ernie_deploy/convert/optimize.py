@@ -37,6 +37,7 @@ from ernie_deploy.errors import (
     ModelLoadError,
     UnsupportedGraphError,
     VerificationError,
+    first_line,
 )
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import RuntimeConfig
@@ -146,7 +147,7 @@ def optimize_model(
     bound = DEFAULT_TOLERANCES[level] if tolerance is None else float(tolerance)
     if bound < 0:
         raise ConfigError(f"tolerance must be 0 or more, not {tolerance}: pass e.g. 1e-4.")
-    check_output(out, overwrite)
+    check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
     onnx = _require("onnx")
     source_graph = onnx.load(str(files.onnx_path), load_external_data=False)
@@ -215,9 +216,8 @@ def _ort_basic(src: Path, dst: Path, external_data: bool) -> None:
             disabled_optimizers=["ConstantSharing"],
         )
     except Exception as exc:  # ORT raises several unrelated exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
-            f"ONNX Runtime cannot load {src} ({first[:300]}): re-export the model and check the "
+            f"ONNX Runtime cannot load {src} ({first_line(exc)}): re-export the model and check the "
             "file is complete."
         ) from exc
 

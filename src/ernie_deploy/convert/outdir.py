@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ernie_deploy import outputs
 from ernie_deploy.errors import OutputExistsError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
@@ -31,16 +32,15 @@ WEIGHT_SUFFIXES = (
 _SKIP_DIRS = (".ernie_deploy_cache", "__pycache__", ".git", "runs", "checkpoints")
 
 
-def check_output(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing OUT unless asked to replace it (one sentence naming the fix)."""
+def check_output(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse OUT before any work when it is an input (or inside one), a file, in a missing or
+    unwritable folder, or exists without `overwrite` (one sentence naming the fix)."""
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"{out} already exists: choose a new output directory or pass --overwrite."
         )
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} is a file, not a directory: choose a directory path.")
-    return out
+    return outputs.check_output(out, inputs, flag="OUT", overwrite=overwrite, directory=True)
 
 
 @contextmanager
@@ -51,7 +51,6 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     conversion never leaves a half-written model directory behind.
     """
     out = check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)

@@ -288,7 +288,7 @@ def convert_paddle(
         max_seq_length: recorded in the config (None: the loader's default).
         overwrite: replace an existing OUT (only once the new one is verified).
     """
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, [src])
     require("paddle", "paddle")
     source = find_source(src)
     src_config, _ = read_config(source.directory)

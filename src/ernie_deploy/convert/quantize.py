@@ -55,7 +55,7 @@ from ernie_deploy.convert.quantize_report import (
     probe_parity,
     read_eval_file,
 )
-from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError
+from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError, first_line
 from ernie_deploy.runtime.model_dir import ModelConfig, ModelFiles, find_model, validate
 
 
@@ -130,7 +130,7 @@ def quantize_model(
     chosen = _check_preset(preset)
     reduce = chosen.reduce_range if reduce_range is None else bool(reduce_range)
     types = _check_op_types(op_types)
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
     if out.resolve() == files.onnx_path.parent.resolve():
         raise InputError(
@@ -288,9 +288,9 @@ def _quantize(
                     },
                 )
         except Exception as exc:  # the quantizer raises assorted error types on odd graphs
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UnsupportedGraphError(
-                f"ONNX Runtime's quantiser failed on {src} ({type(exc).__name__}: {first[:200]}): "
+                f"ONNX Runtime's quantiser failed on {src} ({type(exc).__name__}: "
+                f"{first_line(exc, 200)}): "
                 "try op_types=('MatMul',) (--op-types MatMul) or check the model loads."
             ) from exc
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ernie_deploy.errors import ErnieDeployError, ModelRunError, NotReadyError
+from ernie_deploy.errors import ErnieDeployError, NotReadyError
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import Batch, Encoded, pad
 from ernie_deploy.tasks.engine import Engine
@@ -199,18 +199,8 @@ class Batcher:
         start = time.perf_counter()
         try:
             values = self.model.run(features, [output])[output]
-        except ErnieDeployError as exc:
+        except ErnieDeployError as exc:  # OnnxModel.run wraps ORT's failures as ModelRunError
             self._fail({job for job, _, _ in live}, exc)
-            return
-        except Exception as exc:  # ONNX Runtime raises several unrelated types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            self._fail(
-                {job for job, _, _ in live},
-                ModelRunError(
-                    f"Model {self.name!r} failed while running a batch ({first}): check the "
-                    "server log; the model may not support these inputs."
-                ),
-            )
             return
         seconds = time.perf_counter() - start
         by_job: dict[_Job, list[int]] = {}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ernie_deploy.api import AnyPredictor
-from ernie_deploy.errors import ErnieDeployError, ModelLoadError
+from ernie_deploy.errors import ErnieDeployError, ModelLoadError, first_line
 from ernie_deploy.serve.settings import ModelSpec, ServeSettings
 
 WARM_UP_TEXT = "warm up 预热"
@@ -28,14 +28,7 @@ def load_models(
     models: dict[str, AnyPredictor] = {}
     for spec in specs:
         try:
-            predictor = load(
-                spec.path,
-                task=spec.task,
-                device=spec.device,
-                fp16=spec.fp16,
-                max_seq_length=spec.max_seq_length,
-                threads=spec.threads,
-            )
+            predictor = load(spec.path, options=spec.options)
         except ErnieDeployError as exc:
             raise type(exc)(f"Model {spec.name!r} ({spec.path}) failed to load: {exc}") from exc
         for notice in predictor.model.notices:
@@ -58,10 +51,9 @@ def warm_up(name: str, predictor: AnyPredictor) -> None:
             predictor.predict([WARM_UP_TEXT])  # type: ignore[union-attr]
     except ErnieDeployError as exc:
         raise type(exc)(f"Model {name!r} failed its warm-up run: {exc}") from exc
-    except Exception as exc:  # ONNX Runtime raises several unrelated types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    except Exception as exc:  # post-processing of outputs the head did not expect
         raise ModelLoadError(
-            f"Model {name!r} failed its warm-up run ({first}): check that it is exported for "
+            f"Model {name!r} failed its warm-up run ({first_line(exc)}): check that it is exported for "
             "its task and that its tokenizer matches it."
         ) from exc
 

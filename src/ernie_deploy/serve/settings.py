@@ -15,6 +15,7 @@ A config file lists models and limits (every key optional; command-line values w
     task = "embedding"
     device = "cuda:0"
     fp16 = true
+    pooling = "mean"                     # any load() option: labels, decode, strict, ...
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.errors import ConfigError, MissingDependencyError
+from ernie_deploy.options import OPTION_NAMES, LoadOptions
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MODEL_KEYS = ("path", "task", "device", "fp16", "max_seq_length", "threads")
+MODEL_KEYS = ("path", *OPTION_NAMES)
 
 
 @dataclass(frozen=True)
@@ -38,20 +40,14 @@ class ModelSpec:
     Args:
         name: the name requests use (`model` field, `/models/{name}`); letters, digits, `._-`.
         path: a model directory, an .onnx file or a bundled model's name (`ernie-deploy models`).
-        task: token_cls, seq_cls, embedding or rerank; None reads it from the directory.
-        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
-        fp16: fp16 on CUDA with compute capability >= 7.0.
-        max_seq_length: tokens per sequence; None reads it from the directory.
-        threads: ONNX Runtime intra-op threads; None sizes them from the usable CPUs.
+        options: how to load it: every `LoadOptions` field (task, device, fp16, labels, decode,
+            strict, pooling, normalize, max_seq_length, threads, ...), settable per model in
+            the config file's `[models.NAME]` table.
     """
 
     name: str
     path: str
-    task: str | None = None
-    device: str = "auto"
-    fp16: bool = False
-    max_seq_length: int | None = None
-    threads: int | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -213,7 +209,10 @@ def _model_entry(path: Path, name: str, value: object) -> ModelSpec:
             f"Config {path}: models.{name} has unknown keys {', '.join(unknown)}: "
             f"use {', '.join(MODEL_KEYS)}."
         )
-    return ModelSpec(name=name, **value)
+    values = dict(value)
+    model_path = values.pop("path")
+    where = f"Config {path}: models.{name}"
+    return ModelSpec(name=name, path=model_path, options=LoadOptions.from_mapping(values, where))
 
 
 def build_settings(file_values: Mapping[str, Any], **overrides: Any) -> ServeSettings:
