@@ -86,6 +86,11 @@ class Browser:
                 raise WebDriverError(f"timed out after {timeout} s waiting for: {script}")
             time.sleep(0.05)
 
+    def console_errors(self) -> list[str]:
+        """The page's console errors (script errors, policy violations) since the last call."""
+        entries = self._call("POST", "/se/log", {"type": "browser"})
+        return [str(e["message"]) for e in entries if e.get("level") == "SEVERE"]
+
     def screenshot(self, path: Path, element: str | None = None) -> Path:
         """A PNG of the viewport (or of one element) written to `path`."""
         where = f"/element/{element}/screenshot" if element else "/screenshot"
@@ -119,7 +124,12 @@ def chromium(
                 f"--user-data-dir={profile}",
             ],
         }
-        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}}
+        logs = {"browser": "ALL"}  # the page's console, read by console_errors()
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {"goog:chromeOptions": options, "goog:loggingPrefs": logs}
+            }
+        }
         response = http.post("/session", json=caps)
         if response.status_code >= 400:
             raise WebDriverError(f"chromium did not start: {response.text[:500]}")

@@ -82,15 +82,18 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture()
-def page(server: Server, browser: Browser) -> Browser:
-    """The playground, opened and unlocked with the API key typed into its field."""
+def page(server: Server, browser: Browser) -> Iterator[Browser]:
+    """The playground, opened and unlocked with the API key typed into its field; afterwards,
+    the page's console must hold no error (script error, policy violation, failed load)."""
     browser.get(f"{server.url}/")
     status = browser.find("#models-status")
     browser.wait("return !arguments[0].textContent.startsWith('Loading')", status)
     assert browser.text(status) == "This server needs an API key: enter it above."
     browser.send_keys(browser.find("#api-key"), API_KEY + "\ue004")  # then Tab: 'change'
     browser.wait("return document.body.dataset.ready")
-    return browser
+    assert all("status of 401" in e for e in browser.console_errors())  # the first, keyless call
+    yield browser
+    assert browser.console_errors() == []
 
 
 def submit(b: Browser, panel: str) -> None:
@@ -113,9 +116,10 @@ def api(server: Server, path: str, body: dict[str, Any]) -> Any:
     return response.json()
 
 
-def check_ner(b: Browser, server: Server, text: str) -> list[dict[str, Any]]:
-    """Type `text`, submit, and check the marked spans against /v1/ner's entities."""
-    retype(b, "#ner-text", text)
+def check_ner(b: Browser, server: Server, text: str, typed: bool = True) -> list[dict[str, Any]]:
+    """Type `text` (unless it is in place), submit, check the spans against /v1/ner's entities."""
+    if typed:
+        retype(b, "#ner-text", text)
     submit(b, "ner")
     drawn = b.run(SPANS)
     entities = api(server, "/v1/ner", {"texts": [text], "model": "ner"})["results"][0]["entities"]
@@ -187,6 +191,26 @@ def test_docs_screenshot_of_the_guide_sentences(
     if os.environ.get("ERNIE_DEPLOY_DOCS_SCREENSHOT"):
         DOCS_PNG.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, DOCS_PNG)
+
+
+def test_long_text_scrolls_and_lines_up(page: Browser, server: Server) -> None:
+    text = "\n".join([GUIDE, MIXED, GUIDE_2] * 12)  # past the model's 128 tokens: windowed
+    page.run("arguments[0].value = arguments[1]", page.find("#ner-text"), text)
+    entities = check_ner(page, server, text, typed=False)
+    assert len(entities) > 30
+    view = "document.querySelector('#ner-view')"
+    assert page.run(f"return {view}.scrollHeight > {view}.clientHeight")
+    assert page.run(f"return getComputedStyle({view}).overflowY") == "auto"
+
+
+def test_api_errors_are_shown(page: Browser) -> None:
+    retype(page, "#ner-text", " ")
+    submit(page, "ner")
+    error = page.text(page.find("#panel-ner .call-error"))
+    assert error.endswith(".") and "empty" in error.lower()
+    assert re.match(r"POST /v1/ner → 400 ", page.text(page.find("#panel-ner .call-status")))
+    assert page.run("return document.querySelector('#panel-ner .output').hidden")
+    assert all("status of 400" in e for e in page.console_errors())
 
 
 def test_classification_bars(page: Browser, server: Server, tmp_path: Path) -> None:
