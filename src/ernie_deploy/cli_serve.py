@@ -72,7 +72,7 @@ def serve_cmd(
         Optional[bool],
         typer.Option(
             "--playground/--no-playground",
-            help="Serve the playground page at GET / [on when binding a loopback address].",
+            help="Serve the playground page at GET / (default: only on a loopback address).",
             show_default=False,
         ),
     ] = None,

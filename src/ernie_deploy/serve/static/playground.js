@@ -101,7 +101,14 @@ async function run(panel, path, body, draw) {
   error.hidden = result.ok;
   error.textContent = result.ok ? "" : errorText(result);
   $(".output", panel).hidden = !result.ok;
-  if (result.ok) draw(result.data);
+  if (result.ok) {
+    try {
+      draw(result.data);
+    } catch (err) {
+      error.hidden = false;
+      error.textContent = `Cannot draw this answer (${err.message}): see the raw JSON.`;
+    }
+  }
   panel.dataset.calls = String(Number(panel.dataset.calls || 0) + 1);
 }
 
