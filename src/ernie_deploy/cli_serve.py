@@ -76,6 +76,14 @@ def serve_cmd(
     workers: Annotated[
         Limit, typer.Option(help="Tokenize / post-process threads per model [32].")
     ] = None,
+    playground: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--playground/--no-playground",
+            help="Serve the playground page at GET / (default: only on a loopback address).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ray: Annotated[
         bool, typer.Option("--ray", help="Run replicas on Ray Serve (the ray extra).")
@@ -116,11 +124,15 @@ def serve_cmd(
             max_texts=max_texts,
             max_chars=max_chars,
             workers=workers,
+            playground=playground,
         )
         _note_open(settings.host, settings.api_key)
         if ray_options is not None:
             raise typer.Exit(_serve_on_ray(specs, settings, ray_options, log_level))
         loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
+        if settings.playground_on and settings.port:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            typer.echo(f"playground: http://{host}:{settings.port}/", err=True)
     except ErnieDeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exit_code(exc)) from None

@@ -24,6 +24,7 @@ from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.compat import compat_router
 from ernie_deploy.serve.guards import BodyLimitMiddleware, api_key_dependencies
 from ernie_deploy.serve.metrics import Metrics, MetricsMiddleware
+from ernie_deploy.serve.playground import playground_router
 from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.routes import ERROR_RESPONSES, task_router
 from ernie_deploy.serve.settings import ServeSettings
@@ -65,6 +66,8 @@ def create_app(
     app.include_router(compat_router(registry, settings), dependencies=protected)
     app.include_router(_service_router(registry, metrics), dependencies=protected)
     app.include_router(_health_router(registry))
+    if settings.playground_on:  # GET / only: POST / stays free for other routes
+        app.include_router(playground_router())
     # Outermost first: count every request (413s included), then cap the body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -20,6 +20,7 @@ A config file lists models and limits (every key optional; command-line values w
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -75,6 +76,8 @@ class ServeSettings:
         workers: threads per model that tokenize and post-process its requests (inference has
             one more thread per model).
         graceful_timeout_s: on SIGTERM, how long queued requests may take before being cut off.
+        playground: serve the playground page at `GET /`; None (the default) serves it only
+            when `host` is a loopback address (127.0.0.1, localhost, ::1).
     """
 
     host: str = "127.0.0.1"
@@ -90,6 +93,7 @@ class ServeSettings:
     max_chars: int = 20_000
     workers: int = 32
     graceful_timeout_s: float = 30.0
+    playground: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -118,9 +122,26 @@ class ServeSettings:
             raise ConfigError(
                 f"max_padding must be a number of at least 1 (padded / real tokens), got {value!r}."
             )
+        if self.playground is not None and not isinstance(self.playground, bool):
+            raise ConfigError(f"playground must be true or false, got {self.playground!r}.")
+
+    @property
+    def playground_on(self) -> bool:
+        """Whether `GET /` serves the playground page (`playground`, else: a loopback host)."""
+        return is_loopback(self.host) if self.playground is None else self.playground
 
 
 SETTING_KEYS = tuple(f.name for f in fields(ServeSettings))
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_name(name: str) -> str:
