@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ernie_deploy.cli import app
-from ernie_deploy.infer_cli import main as infer_main
+from ernie_deploy.cli.infer import main as infer_main
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

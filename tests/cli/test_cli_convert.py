@@ -47,7 +47,9 @@ def test_bad_arguments_exit_non_zero_with_one_line(paddle_cls: RefModel, tmp_pat
         (["quantize", str(paddle_cls.path), str(tmp_path / "b"), "--preset", "x"], 1, "avx2"),
         (["quantize", str(tmp_path / "missing"), str(tmp_path / "c")], 1, "does not exist"),
         (["optimize", str(paddle_cls.path), str(tmp_path)], 2, "--overwrite"),
-        (["convert", "hf", str(tmp_path), str(tmp_path / "d")], 1, "save_pretrained"),
+        (["convert", "hf", str(tmp_path), str(tmp_path.with_name(tmp_path.name + "-d"))], 1,
+         "save_pretrained"),  # fmt: skip
+        (["convert", "hf", str(tmp_path), str(tmp_path / "d")], 2, "inside the input folder"),
     ]
     for args, code, hint in cases:
         result = runner.invoke(app, args)

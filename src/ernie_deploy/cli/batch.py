@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ernie_deploy import cli_options as opt
+from ernie_deploy.cli import options as opt
 from ernie_deploy.errors import ErnieDeployError, exit_code
 
 

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ernie_deploy import cli_options as opt
-from ernie_deploy.cli_batch import register as _register_batch
-from ernie_deploy.cli_convert import register as _register_convert
-from ernie_deploy.cli_serve import register as _register_serve
+from ernie_deploy.cli import options as opt
+from ernie_deploy.cli.batch import register as _register_batch
+from ernie_deploy.cli.convert import register as _register_convert
+from ernie_deploy.cli.serve import register as _register_serve
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
@@ -42,7 +42,7 @@ def infer(ctx: typer.Context) -> None:
 
 
 def _infer_main(args: list[str]) -> int:
-    from ernie_deploy.infer_cli import main as infer_main
+    from ernie_deploy.cli.infer import main as infer_main
 
     return infer_main(args, prog="ernie-deploy infer")
 
@@ -172,7 +172,7 @@ def inspect(
     tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
 ) -> None:
     """Show a model's inputs, outputs, opset, task, labels and the execution providers."""
-    from ernie_deploy.inspect import describe
+    from ernie_deploy.cli.describe import describe
 
     try:
         typer.echo(describe(model, tokenizer))
