@@ -212,3 +212,28 @@ def test_model_arguments_and_config(tmp_path: Path) -> None:
         build_settings({"max_padding": 0.5})
     assert build_settings({"max_padding": 2}).max_padding == 2
     assert "secret" not in repr(ServeSettings(api_key="secret"))
+
+
+def test_every_load_option_is_settable_per_served_model(lookup_ner: Path, tmp_path: Path) -> None:
+    from ernie_deploy.serve.run import load_models
+
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[models.ner]\npath = "{lookup_ner}"\ndecode = "viterbi"\nstrict = true\n'
+        'labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]\n'
+        'max_seq_length = 64\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
+    _, models = read_config(config)
+    options = models[0].options
+    assert (options.decode, options.strict, options.max_seq_length) == ("viterbi", True, 64)
+    (ner,) = load_models(models, notify=lambda line: None).values()
+    assert (ner.decode, ner.strict, ner.engine.max_seq_length) == ("viterbi", True, 64)
+    for bad, match in [
+        ('decode = "beam"\n', "Unknown decode 'beam'"),
+        ("top_k = 0\n", "top_k must be a positive integer"),
+        ('pooling = "max"\n', "Unknown pooling 'max'"),
+    ]:
+        config.write_text(f'[models.a]\npath = "/x"\n{bad}', encoding="utf-8")
+        with pytest.raises(ConfigError, match=match):
+            read_config(config)
