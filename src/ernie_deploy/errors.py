@@ -20,6 +20,10 @@ class ModelLoadError(ErnieDeployError):
     """The ONNX file exists but ONNX Runtime cannot load it (corrupt or unsupported)."""
 
 
+class UntrustedPickleError(ModelLoadError):
+    """A checkpoint's pickle asks to run code; it is read only when the user says they trust it."""
+
+
 class TokenizerNotFoundError(ErnieDeployError):
     """No tokenizer files (tokenizer.json or vocab.txt) where one was expected."""
 
@@ -70,6 +74,12 @@ class OutputExistsError(InputError):
 
 class VerificationError(ErnieDeployError):
     """A converted model's outputs differ from the source's beyond the tolerance."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a foreign exception's message (its type name when it has none), for
+    quoting inside one of our one-sentence messages."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 def exit_code(exc: ErnieDeployError) -> int:
