@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from ernie_deploy.errors import ConfigError, UnknownTaskError
+from ernie_deploy.runtime.checks import check_model
 from ernie_deploy.runtime.model_dir import TASKS, ModelConfig, find_model, validate
 from ernie_deploy.runtime.session import RuntimeConfig, load_model
 from ernie_deploy.tasks.embedding import Embedder
@@ -99,6 +100,7 @@ def load(
     model = load_model(
         files.onnx_path, RuntimeConfig(device=device, intra_op_threads=threads, fp16=fp16)
     )
+    check_model(model, config, length)
     engine = Engine(model, tokenizer, length, batch_size)
     if config.task == "token_cls":
         if not config.labels:
