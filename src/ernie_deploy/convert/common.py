@@ -17,6 +17,7 @@ from ernie_deploy.errors import (
     MissingDependencyError,
     UnknownTaskError,
 )
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import TASKS
 
 LABELLED_TASKS = ("token_cls", "seq_cls")
@@ -113,6 +114,7 @@ class ConvertReport:
     opset: int | None
     parity: ParityReport
     size_mb: float
+    asked_opset: int | None = None  # what the user asked for, when the exporter wrote another
 
     def lines(self) -> list[str]:
         head = [
@@ -121,7 +123,17 @@ class ConvertReport:
             f"task {self.task}"
             + (f", {len(self.labels)} labels: {', '.join(self.labels)}" if self.labels else ""),
         ]
+        if self.asked_opset not in (None, self.opset):
+            head.append(
+                f"note: opset {self.asked_opset} was asked for; the exporter needed {self.opset}"
+            )
         return head + self.parity.lines() + [f"load it with: ernie-deploy predict {self.out} TEXT"]
+
+
+def graph_opset(path: Path) -> int | None:
+    """The default-domain opset a written graph declares (what was written, not what was asked)."""
+    graph = read_graph(path)
+    return next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def file_mb(path: Path) -> float:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ernie_deploy.errors import OutputExistsError
+from ernie_deploy.errors import ErnieDeployError, OutputExistsError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -69,6 +69,18 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     stage.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_loads(stage: Path, out: Path) -> None:
+    """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
+    becomes a model directory that load refuses."""
+    from ernie_deploy.api import load
+
+    try:
+        load(stage)
+    except ErnieDeployError as exc:
+        message = str(exc).replace(str(stage), str(out))
+        raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc
 
 
 def copy_model_files(src: Path, dst: Path) -> list[str]:
