@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ernie_deploy.errors import ErnieDeployError, OutputExistsError
+from ernie_deploy.errors import ErnieDeployError, OutputExistsError, UnknownTaskError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -71,13 +71,18 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_loads(stage: Path, out: Path) -> None:
+def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
     """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
-    becomes a model directory that load refuses."""
+    becomes a model directory that load refuses. `task`: what the caller was told, for a
+    directory that does not record it (a bare .onnx); with no task known anywhere, load asks
+    its user for one, which is no reason to refuse the directory."""
     from ernie_deploy.api import load
 
     try:
-        load(stage)
+        load(stage, task=task)
+    except UnknownTaskError:
+        if task is not None:
+            raise
     except ErnieDeployError as exc:
         message = str(exc).replace(str(stage), str(out))
         raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc

@@ -153,7 +153,7 @@ def quantize_model(
             raise ConfigError(_nothing_quantized(graph, types, files.onnx_path))
         parity = probe_parity(files, target, task)
         parity.require("try another preset, reduce_range=True, or op_types=('MatMul',)")
-        check_loads(stage, out)
+        check_loads(stage, out, task)
         cosine = probe_cosine(files, stage) if task == "embedding" else None
         evaluation = None
         if examples is not None and eval_file is not None and task is not None:

@@ -248,8 +248,8 @@ def _check_task(model: OnnxModel, config: ModelConfig) -> None:
         embedding_output(model, labels)
     elif task == "rerank":
         output = pick_output(model, 2, ("logits",))
-        if problem := rerank_width_problem(model.output_shapes[output][-1]):
-            raise problem
+        if width := rerank_width_problem(model.output_shapes[output][-1]):
+            raise width
     elif task in ("token_cls", "seq_cls"):
         output = pick_output(model, 3 if task == "token_cls" else 2, ("logits",))
         if task == "token_cls" and not labels:
@@ -257,8 +257,8 @@ def _check_task(model: OnnxModel, config: ModelConfig) -> None:
                 f"{model.path.parent} names no token labels: pass labels= (e.g. O, B-PER, "
                 "I-PER, ...) or write them into ernie_deploy.json."
             )
-        if labels and (problem := label_problem(model.output_shapes[output][-1], labels)):
-            raise problem
+        if labels and (mismatch := label_problem(model.output_shapes[output][-1], labels)):
+            raise mismatch
 
 
 def check_model(model: OnnxModel, config: ModelConfig, max_seq_length: int) -> None:
