@@ -7,6 +7,7 @@ from typing import Any, Union
 
 from ernie_deploy.errors import ConfigError, UnknownTaskError
 from ernie_deploy.options import LoadOptions
+from ernie_deploy.runtime.checks import check_model
 from ernie_deploy.runtime.model_dir import TASKS, ModelConfig, find_model
 from ernie_deploy.runtime.session import RuntimeConfig, load_model
 from ernie_deploy.tasks.embedding import Embedder
@@ -83,6 +84,7 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
         files.onnx_path,
         RuntimeConfig(device=opts.device, intra_op_threads=opts.threads, fp16=opts.fp16),
     )
+    check_model(model, config, length)
     engine = Engine(model, tokenizer, length, opts.batch_size)
     if config.task == "token_cls":
         if not config.labels:

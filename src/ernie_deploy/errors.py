@@ -20,6 +20,10 @@ class ModelLoadError(ErnieDeployError):
     """The ONNX file exists but ONNX Runtime cannot load it (corrupt or unsupported)."""
 
 
+class UntrustedPickleError(ModelLoadError):
+    """A checkpoint's pickle asks to run code; it is read only when the user says they trust it."""
+
+
 class TokenizerNotFoundError(ErnieDeployError):
     """No tokenizer files (tokenizer.json or vocab.txt) where one was expected."""
 

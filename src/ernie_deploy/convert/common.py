@@ -18,6 +18,7 @@ from ernie_deploy.errors import (
     UnknownTaskError,
 )
 from ernie_deploy.options import parse_labels as parse_labels  # the exporters' --labels
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import TASKS
 
 LABELLED_TASKS = ("token_cls", "seq_cls")
@@ -88,6 +89,7 @@ class ConvertReport:
     opset: int | None
     parity: ParityReport
     size_mb: float
+    asked_opset: int | None = None  # what the user asked for, when the exporter wrote another
 
     def lines(self) -> list[str]:
         head = [
@@ -96,7 +98,17 @@ class ConvertReport:
             f"task {self.task}"
             + (f", {len(self.labels)} labels: {', '.join(self.labels)}" if self.labels else ""),
         ]
+        if self.asked_opset not in (None, self.opset):
+            head.append(
+                f"note: opset {self.asked_opset} was asked for; the exporter needed {self.opset}"
+            )
         return head + self.parity.lines() + [f"load it with: ernie-deploy predict {self.out} TEXT"]
+
+
+def graph_opset(path: Path) -> int | None:
+    """The default-domain opset a written graph declares (what was written, not what was asked)."""
+    graph = read_graph(path)
+    return next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def file_mb(path: Path) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.fusion import RewriteReport, rewrite_attention
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.verify import ParityReport, compare, probe_features, run_onnx
 from ernie_deploy.errors import (
     ConfigError,
@@ -39,6 +39,7 @@ from ernie_deploy.errors import (
     VerificationError,
     first_line,
 )
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import RuntimeConfig
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -150,7 +151,7 @@ def optimize_model(
     check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
     onnx = _require("onnx")
-    source_graph = onnx.load(str(files.onnx_path), load_external_data=False)
+    source_graph = read_graph(files.onnx_path)
     external = _has_external_data(source_graph)
     with tempfile.TemporaryDirectory(prefix="ernie_deploy_optimize_") as tmp:
         basic = Path(tmp) / "basic.onnx"
@@ -167,6 +168,7 @@ def optimize_model(
             _save(graph, target, external)
             parity = _verify(files, target, level, bound)
             parity.require(_HINTS[level])
+            check_loads(stage, Path(out).expanduser())
     return OptimizeReport(
         level=level,
         source=files.onnx_path,

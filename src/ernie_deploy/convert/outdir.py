@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ernie_deploy import outputs
-from ernie_deploy.errors import OutputExistsError
+from ernie_deploy.errors import ErnieDeployError, OutputExistsError, UnknownTaskError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -68,6 +68,23 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     stage.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
+    """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
+    becomes a model directory that load refuses. `task`: what the caller was told, for a
+    directory that does not record it (a bare .onnx); with no task known anywhere, load asks
+    its user for one, which is no reason to refuse the directory."""
+    from ernie_deploy.api import load
+
+    try:
+        load(stage, task=task)
+    except UnknownTaskError:
+        if task is not None:
+            raise
+    except ErnieDeployError as exc:
+        message = str(exc).replace(str(stage), str(out))
+        raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc
 
 
 def copy_model_files(src: Path, dst: Path) -> list[str]:

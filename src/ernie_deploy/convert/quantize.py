@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.common import TOKENIZER_FILES
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.quantize_report import (
     QuantizeReport,
     evaluate_labelled,
@@ -56,6 +56,7 @@ from ernie_deploy.convert.quantize_report import (
     read_eval_file,
 )
 from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError, first_line
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import ModelConfig, ModelFiles, find_model, validate
 
 
@@ -152,6 +153,7 @@ def quantize_model(
             raise ConfigError(_nothing_quantized(graph, types, files.onnx_path))
         parity = probe_parity(files, target, task)
         parity.require("try another preset, reduce_range=True, or op_types=('MatMul',)")
+        check_loads(stage, out, task)
         cosine = probe_cosine(files, stage) if task == "embedding" else None
         evaluation = None
         if examples is not None and eval_file is not None and task is not None:
@@ -203,9 +205,7 @@ def _check_op_types(op_types: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _load_graph(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False)
+    return read_graph(path)
 
 
 def _external_files(graph: Any) -> set[str]:
