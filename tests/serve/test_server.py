@@ -15,7 +15,7 @@ from tests.serve.conftest import API_KEY, AUTH, Server
 
 
 def test_health_is_open_and_models_are_listed(server: Server, client: httpx.Client) -> None:
-    health = httpx.get(f"{server.url}/health")
+    health = client.get("/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "models": ["ner", "cls", "emb", "rr"]}
     cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}

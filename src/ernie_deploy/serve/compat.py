@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from ernie_deploy.errors import InputError
 from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.inputs import check_inputs
 from ernie_deploy.serve.registry import Registry
+from ernie_deploy.serve.render import answer
 from ernie_deploy.serve.routes import ERROR_RESPONSES
 from ernie_deploy.serve.settings import ServeSettings
 
@@ -58,7 +58,7 @@ def compat_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         ]
         usage = {"prompt_tokens": out.tokens, "total_tokens": out.tokens}
         body = {"object": "list", "data": data, "model": served.name, "usage": usage}
-        return JSONResponse(body)  # already JSON types: skip re-validating every float
+        return await answer(body)  # already JSON types: skip re-validating every float
 
     @router.post(
         "/models/{name}",
@@ -87,7 +87,7 @@ def compat_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         if served.task == "token_cls":
             texts = check_inputs(joined, settings, windowed=True)
             out = await registry.call(served, lambda p: ner_result(p.predict(texts)))
-            return {"result": out.value}
+            return await answer({"result": out.value})
         texts = check_inputs(joined, settings)
         labels = list(served.predictor.labels)  # type: ignore[union-attr]
         limit = req.parameters.get("prob_limit", 0.5)
@@ -98,7 +98,7 @@ def compat_router(registry: Registry, settings: ServeSettings) -> APIRouter:
             lambda p: cls_result(p, p.predict(texts), labels, float(limit)),
             top_k=len(labels),
         )
-        return {"result": out.value}
+        return await answer({"result": out.value})
 
     return router
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter
 from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.inputs import check_inputs
 from ernie_deploy.serve.registry import Registry
+from ernie_deploy.serve.render import answer
 from ernie_deploy.serve.settings import ServeSettings
 from ernie_deploy.tasks.tokenization import Tokenizer
 
@@ -38,7 +39,7 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         served = registry.find(req.model, "token_cls", "/v1/ner")
         texts = check_inputs(req.texts, settings, windowed=True)
         out = await registry.call(served, lambda p: [r.to_dict() for r in p.predict(texts)])
-        return {"model": served.name, "results": out.value}
+        return await answer({"model": served.name, "results": out.value})
 
     @router.post("/v1/classify", response_model=s.ClassifyResponse, summary="Classify texts")
     async def classify(req: s.ClassifyRequest) -> Any:
@@ -51,7 +52,7 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         out = await registry.call(
             served, lambda p: [r.to_dict() for r in p.predict(texts)], **options
         )
-        return {"model": served.name, "results": out.value}
+        return await answer({"model": served.name, "results": out.value})
 
     @router.post("/v1/embed", response_model=s.EmbedResponse, summary="Embed texts")
     async def embed(req: s.EmbedRequest) -> Any:
@@ -61,7 +62,7 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         out = await registry.call(
             served, lambda p: [r.to_dict() for r in p.predict(texts)], truncate=req.truncate
         )
-        return {"model": served.name, "results": out.value}
+        return await answer({"model": served.name, "results": out.value})
 
     @router.post("/v1/tokenize", response_model=s.TokenizeResponse, summary="Tokenize texts")
     async def tokenize(req: s.TokenizeRequest) -> Any:
@@ -69,12 +70,11 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         served = registry.find(req.model, None, "/v1/tokenize")
         texts = check_inputs(req.texts, settings, windowed=True)
         out = await registry.call(served, lambda p: tokens_json(p.engine.tokenizer, texts))
-        return {"model": served.name, "results": out.value}
+        return await answer({"model": served.name, "results": out.value})
 
     @router.post(
         "/v1/rerank",
         response_model=s.RerankResponse,
-        response_model_exclude_none=True,
         summary="Rerank documents (Cohere / Jina shape)",
     )
     async def rerank(req: s.RerankRequest) -> Any:
@@ -86,15 +86,14 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         out = await registry.call(
             served, lambda p: p.rerank(query, docs, top_n=req.top_n), truncate=req.truncate
         )
-        results = [
-            {
-                "index": hit.index,
-                "relevance_score": hit.score,
-                "document": {"text": originals[hit.index]} if req.return_documents else None,
-            }
-            for hit in out.value.hits
-        ]
-        return {"model": served.name, "results": results, "usage": {"total_tokens": out.tokens}}
+        results = []
+        for hit in out.value.hits:
+            result: dict[str, Any] = {"index": hit.index, "relevance_score": hit.score}
+            if req.return_documents:
+                result["document"] = {"text": originals[hit.index]}
+            results.append(result)
+        usage = {"total_tokens": out.tokens}
+        return await answer({"model": served.name, "results": results, "usage": usage})
 
     return router
 

@@ -7,11 +7,18 @@ they do not use, as the services they imitate do.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
-Texts = Union[str, list[str]]
+# What the server accepts, said in the schema but checked by the routes (so an empty text gets
+# the 400 naming the fix, not a generic validation error): not blank, lists not empty.
+NOT_BLANK = {"type": "string", "minLength": 1, "pattern": "\\S"}
+Text = Annotated[str, WithJsonSchema(NOT_BLANK)]
+TextList = Annotated[
+    list[str], WithJsonSchema({"type": "array", "items": NOT_BLANK, "minItems": 1})
+]
+Texts = Union[Text, TextList]
 _TEXTS = Field(
     description="One text or a list of texts (non-empty strings).",
     examples=[["乔丹在北京打球", "科比来到重庆"]],
@@ -20,7 +27,7 @@ _MODEL = Field(
     default=None,
     description="The served model's name; optional when one model of the route's task is loaded.",
 )
-_TRUNCATE = Field(
+_TRUNCATE: Any = Field(
     default=False,
     description="Cut texts longer than the model (or the server's character limit) instead of "
     "answering 422.",
@@ -49,13 +56,13 @@ class ClassifyRequest(_Native):
     top_k: Optional[int] = Field(
         default=None, ge=1, le=1000, description="List the k best labels (default: the model's)."
     )
-    truncate: bool = _TRUNCATE
+    truncate: StrictBool = _TRUNCATE
 
 
 class EmbedRequest(_Native):
     texts: Texts = _TEXTS
     model: Optional[str] = _MODEL
-    truncate: bool = _TRUNCATE
+    truncate: StrictBool = _TRUNCATE
 
 
 class TokenizeRequest(_Native):
@@ -132,19 +139,20 @@ class TokenizeResponse(BaseModel):
 
 
 class Document(_Compat):
-    text: str
+    text: Text
 
 
 class RerankRequest(_Compat):
-    query: str = Field(examples=["乔丹"])
-    documents: list[Union[str, Document]] = Field(
+    query: Text = Field(examples=["乔丹"])
+    documents: list[Union[Text, Document]] = Field(
         description="Strings, or objects with a 'text' field.",
         examples=[["乔丹在北京打球", "今天天气很好"]],
+        json_schema_extra={"minItems": 1},
     )
     top_n: Optional[int] = Field(default=None, ge=1, description="Return the n best only.")
-    return_documents: bool = Field(default=False, description="Include each document's text.")
+    return_documents: StrictBool = Field(default=False, description="Include each document's text.")
     model: Optional[str] = _MODEL
-    truncate: bool = _TRUNCATE
+    truncate: StrictBool = _TRUNCATE
 
 
 class RerankHit(BaseModel):
@@ -200,7 +208,7 @@ class EmbeddingsResponse(BaseModel):
 
 
 class SimpleServingData(_Compat):
-    text: Union[str, list[Union[str, list[str]]]] = Field(
+    text: Union[Text, list[Union[Text, list[str]]]] = Field(
         description="A text, a list of texts, or texts split into characters (lists of str).",
         examples=[["乔丹在北京打球"]],
     )
@@ -243,7 +251,9 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "starting", "stopping", "unhealthy"]
-    models: list[str]
+    models: Optional[list[str]] = Field(
+        description="The served names; null when the docs are closed and no key was sent."
+    )
 
 
 class ErrorDetail(BaseModel):
