@@ -23,12 +23,15 @@ from ernie_deploy.api import AnyPredictor
 from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.compat import compat_router
 from ernie_deploy.serve.guards import BodyLimitMiddleware, api_key_dependencies, key_matches
+from ernie_deploy.serve.infinity import infinity_router
 from ernie_deploy.serve.metrics import Metrics, MetricsMiddleware
 from ernie_deploy.serve.openapi import install_docs
 from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.routes import ERROR_RESPONSES, task_router
 from ernie_deploy.serve.settings import ServeSettings
+from ernie_deploy.serve.simple_serving import simple_serving_router
 from ernie_deploy.serve.status import install_error_handlers
+from ernie_deploy.serve.tei import tei_router
 
 DESCRIPTION = """NER, classification, embedding and rerank on ONNX Runtime, batched across
 requests. Errors are `{"error": {"type", "message"}}`; the message names the fix."""
@@ -67,6 +70,9 @@ def create_app(
     protected = api_key_dependencies(settings.api_key)
     app.include_router(task_router(registry, settings), dependencies=protected)
     app.include_router(compat_router(registry, settings), dependencies=protected)
+    app.include_router(simple_serving_router(registry, settings), dependencies=protected)
+    app.include_router(tei_router(registry, settings), dependencies=protected)
+    app.include_router(infinity_router(registry, settings), dependencies=protected)
     app.include_router(_service_router(registry, metrics), dependencies=protected)
     app.include_router(_health_router(registry, settings))
     install_docs(app, registry, settings)

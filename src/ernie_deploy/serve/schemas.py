@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
 # What the server accepts, said in the schema but checked by the routes (so an empty text gets
 # the 400 naming the fix, not a generic validation error): not blank, lists not empty.
@@ -28,9 +29,9 @@ _MODEL = Field(
     description="The served model's name; optional when one model of the route's task is loaded.",
 )
 _TRUNCATE: Any = Field(
-    default=False,
+    default=None,
     description="Cut texts longer than the model (or the server's character limit) instead of "
-    "answering 422.",
+    "answering 422; default: the server's --truncate.",
 )
 
 
@@ -56,13 +57,13 @@ class ClassifyRequest(_Native):
     top_k: Optional[int] = Field(
         default=None, ge=1, le=1000, description="List the k best labels (default: the model's)."
     )
-    truncate: StrictBool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class EmbedRequest(_Native):
     texts: Texts = _TEXTS
     model: Optional[str] = _MODEL
-    truncate: StrictBool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class TokenizeRequest(_Native):
@@ -152,7 +153,7 @@ class RerankRequest(_Compat):
     top_n: Optional[int] = Field(default=None, ge=1, description="Return the n best only.")
     return_documents: StrictBool = Field(default=False, description="Include each document's text.")
     model: Optional[str] = _MODEL
-    truncate: StrictBool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class RerankHit(BaseModel):
@@ -184,6 +185,24 @@ class EmbeddingsRequest(_Compat):
         default=None, ge=1, description="Must equal the model's size when given."
     )
     user: Optional[str] = None
+    truncate: Optional[StrictBool] = _TRUNCATE
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        """OpenAI also takes token ids (tiktoken's), which no BERT vocabulary reads: say so."""
+        if isinstance(value, list) and value:
+            first = value[0][0] if isinstance(value[0], list) and value[0] else value[0]
+            if isinstance(first, int) and not isinstance(first, bool):
+                raise PydanticCustomError("token_ids", TOKEN_IDS)
+        return value
+
+
+TOKEN_IDS = (
+    "'input' holds token ids (OpenAI's tiktoken ids), which this server's models cannot read: "
+    "send the texts themselves (LangChain: OpenAIEmbeddings(..., "
+    "check_embedding_ctx_length=False))."
+)
 
 
 class EmbeddingData(BaseModel):
@@ -212,22 +231,27 @@ class SimpleServingData(_Compat):
         description="A text, a list of texts, or texts split into characters (lists of str).",
         examples=[["乔丹在北京打球"]],
     )
-    text_pair: Optional[Any] = Field(default=None, description="Not supported: leave it out.")
+    text_pair: Optional[Union[Text, list[Union[Text, list[str]]]]] = Field(
+        default=None,
+        description="Classification of pairs: one second text per text (afqmc, LCQMC).",
+    )
 
 
 class SimpleServingRequest(_Compat):
     data: SimpleServingData
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="prob_limit (multi-label threshold) is used; max_seq_len and batch_size are "
-        "the server's.",
+        description="prob_limit (multi-label threshold), max_seq_len (tokens per sequence) and "
+        "truncation (default true: cut texts over max_seq_len) are used; batch_size is the "
+        "server's.",
     )
 
 
 class SimpleServingResponse(BaseModel):
     result: dict[str, Any] = Field(
-        description='token_cls: {"value": [[{"entity", "label", "pos": [start, end]}]]}; '
-        'seq_cls: {"label": [index], "confidence": [p], "label_name": [name]}.'
+        description='token_cls: {"value": [[{"entity", "label", "pos": [start, end]}]] (end '
+        'inclusive), "tokens_label": [[tag id]]}; seq_cls: {"label": [index], "confidence": '
+        '[p], "label_name": [name]}.'
     )
 
 

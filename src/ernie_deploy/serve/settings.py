@@ -80,6 +80,8 @@ class ServeSettings:
             to it only when the request says `"truncate": true`.
         max_request_chars: characters per request, all its texts together (bounds the work and
             the answer one request may ask for).
+        truncate: cut over-long texts when a request does not say (its `truncate` field wins);
+            False answers them 422.
         workers: threads per model that tokenize and post-process its requests (inference has
             one more thread per model).
         graceful_timeout_s: on SIGTERM, how long the requests in flight may take before being
@@ -99,6 +101,7 @@ class ServeSettings:
     max_texts: int = 256
     max_chars: int = 20_000
     max_request_chars: int = 100_000
+    truncate: bool = False
     workers: int = 32
     graceful_timeout_s: float = 30.0
 
@@ -125,6 +128,8 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+        if not isinstance(self.truncate, bool):
+            raise ConfigError(f"truncate must be true or false, got {self.truncate!r}.")
         if self.public_docs is not None and not isinstance(self.public_docs, bool):
             raise ConfigError(f"public_docs must be true or false, got {self.public_docs!r}.")
         value = self.max_padding
@@ -132,6 +137,10 @@ class ServeSettings:
             raise ConfigError(
                 f"max_padding must be a number of at least 1 (padded / real tokens), got {value!r}."
             )
+
+    def truncating(self, asked: bool | None) -> bool:
+        """A request's `truncate` field, or the server's default when it gives none."""
+        return self.truncate if asked is None else asked
 
     @property
     def docs_open(self) -> bool:
