@@ -77,6 +77,15 @@ def serve_cmd(
             show_default=False,
         ),
     ] = None,
+    truncate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--truncate/--no-truncate",
+            help="Cut over-long texts when a request does not say (its truncate field wins) "
+            "[no: 422].",
+            show_default=False,
+        ),
+    ] = None,
     graceful_timeout: Annotated[
         Optional[float],
         typer.Option(help="Seconds requests in flight may take after SIGTERM [30]."),
@@ -120,6 +129,7 @@ def serve_cmd(
             max_chars=max_chars,
             max_request_chars=max_request_chars,
             public_docs=public_docs,
+            truncate=truncate,
             graceful_timeout_s=graceful_timeout,
             workers=workers,
         )
