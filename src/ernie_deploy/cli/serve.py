@@ -73,6 +73,31 @@ def serve_cmd(
     max_body_bytes: Annotated[Limit, typer.Option(help="Request body limit [4 MiB].")] = None,
     max_texts: Annotated[Limit, typer.Option(help="Texts per request [256].")] = None,
     max_chars: Annotated[Limit, typer.Option(help="Characters per text [20000].")] = None,
+    max_request_chars: Annotated[
+        Limit, typer.Option(help="Characters per request, all texts together [100000].")
+    ] = None,
+    public_docs: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--public-docs/--no-public-docs",
+            help="Serve /docs, /openapi.json and /health's model names without the API key "
+            "[open without a key, closed with one].",
+            show_default=False,
+        ),
+    ] = None,
+    truncate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--truncate/--no-truncate",
+            help="Cut over-long texts when a request does not say (its truncate field wins) "
+            "[no: 422].",
+            show_default=False,
+        ),
+    ] = None,
+    graceful_timeout: Annotated[
+        Optional[float],
+        typer.Option(help="Seconds requests in flight may take after SIGTERM [30]."),
+    ] = None,
     workers: Annotated[
         Limit, typer.Option(help="Tokenize / post-process threads per model [32].")
     ] = None,
@@ -100,7 +125,7 @@ def serve_cmd(
     try:
         _check_extra()
         ray_options = _ray_options(ray, address, replicas, min_replicas, max_replicas)
-        from ernie_deploy.serve.run import load_models, serve
+        from ernie_deploy.serve.run import bind, load_models, serve
 
         file_values, file_models = read_config(config) if config else ({}, [])
         specs = merge_models(file_models, [parse_model_arg(m) for m in models or []])
@@ -123,12 +148,17 @@ def serve_cmd(
             max_body_bytes=max_body_bytes,
             max_texts=max_texts,
             max_chars=max_chars,
+            max_request_chars=max_request_chars,
+            public_docs=public_docs,
+            truncate=truncate,
+            graceful_timeout_s=graceful_timeout,
             workers=workers,
             playground=playground,
         )
         _note_open(settings.host, settings.api_key)
         if ray_options is not None:
             raise typer.Exit(_serve_on_ray(specs, settings, ray_options, log_level))
+        sock = bind(settings.host, settings.port)  # a port in use is said before models load
         loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
         if settings.playground_on and settings.port:
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -136,7 +166,7 @@ def serve_cmd(
     except ErnieDeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exit_code(exc)) from None
-    raise typer.Exit(serve(loaded, settings, log_level=log_level))
+    raise typer.Exit(serve(loaded, settings, log_level=log_level, sock=sock))
 
 
 def _note_open(host: str, api_key: str | None) -> None:

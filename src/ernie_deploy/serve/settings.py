@@ -61,7 +61,9 @@ class ServeSettings:
     Args:
         host: address to bind; 127.0.0.1 unless told otherwise.
         port: TCP port.
-        api_key: when set, every route but /health and the docs needs `Authorization: Bearer KEY`.
+        api_key: when set, every route but /health needs `Authorization: Bearer KEY`.
+        public_docs: serve /docs, /redoc and /openapi.json without the key and list the model
+            names in /health; None (the default) means open without an api_key, closed with one.
         max_batch_tokens: a batch holds at most this many padded tokens (rows x longest row);
             a single row longer than that still runs, alone.
         max_batch_size: rows (sequences) per batch.
@@ -73,9 +75,14 @@ class ServeSettings:
         max_texts: texts (or documents) per request.
         max_chars: characters per text; NER windows long texts up to it, other tasks cut texts
             to it only when the request says `"truncate": true`.
+        max_request_chars: characters per request, all its texts together (bounds the work and
+            the answer one request may ask for).
+        truncate: cut over-long texts when a request does not say (its `truncate` field wins);
+            False answers them 422.
         workers: threads per model that tokenize and post-process its requests (inference has
             one more thread per model).
-        graceful_timeout_s: on SIGTERM, how long queued requests may take before being cut off.
+        graceful_timeout_s: on SIGTERM, how long the requests in flight may take before being
+            cut off (their queued batches are dropped) and the server exits.
         playground: serve the playground page at `GET /`; None (the default) serves it only
             when `host` is a loopback address (127.0.0.1, localhost, ::1).
     """
@@ -83,6 +90,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
+    public_docs: bool | None = None
     max_batch_tokens: int = 16384
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
@@ -91,6 +99,8 @@ class ServeSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_texts: int = 256
     max_chars: int = 20_000
+    max_request_chars: int = 100_000
+    truncate: bool = False
     workers: int = 32
     graceful_timeout_s: float = 30.0
     playground: bool | None = None
@@ -107,6 +117,7 @@ class ServeSettings:
             "max_body_bytes",
             "max_texts",
             "max_chars",
+            "max_request_chars",
             "workers",
         )
         for name in positive:
@@ -117,6 +128,10 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+        if not isinstance(self.truncate, bool):
+            raise ConfigError(f"truncate must be true or false, got {self.truncate!r}.")
+        if self.public_docs is not None and not isinstance(self.public_docs, bool):
+            raise ConfigError(f"public_docs must be true or false, got {self.public_docs!r}.")
         value = self.max_padding
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
             raise ConfigError(
@@ -129,6 +144,15 @@ class ServeSettings:
     def playground_on(self) -> bool:
         """Whether `GET /` serves the playground page (`playground`, else: a loopback host)."""
         return is_loopback(self.host) if self.playground is None else self.playground
+
+    def truncating(self, asked: bool | None) -> bool:
+        """A request's `truncate` field, or the server's default when it gives none."""
+        return self.truncate if asked is None else asked
+
+    @property
+    def docs_open(self) -> bool:
+        """Whether /docs, /redoc, /openapi.json and /health's model names need no key."""
+        return self.api_key is None if self.public_docs is None else self.public_docs
 
 
 SETTING_KEYS = tuple(f.name for f in fields(ServeSettings))
