@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ernie_deploy.cli import app
 from ernie_deploy.convert.paddle import convert_paddle
-from ernie_deploy.errors import UntrustedPickleError
+from ernie_deploy.errors import ModelLoadError, UntrustedPickleError
 from tests import _models
 from tests._models import RefModel
 
@@ -151,6 +151,18 @@ def test_opset_outside_paddle2onnx_range_is_refused_before_it_runs(
          "--tokenizer", str(paddle_ner.path), "--task", "token_cls"],
     )  # fmt: skip
     assert "use 11 to 21" in _one_error(result)
+    _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_a_paddle2onnx_crash_is_one_sentence_and_leaves_nothing(
+    static_ner: Path, paddle_ner: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ernie_deploy.convert import paddle as paddle_convert
+
+    monkeypatch.setattr(paddle_convert, "MAX_OPSET", 99)  # let 99 through to paddle2onnx
+    with pytest.raises(ModelLoadError, match="SIGABRT"):  # it aborts: a child process dies
+        convert_paddle(static_ner, tmp_path / "out", opset=99, tokenizer_dir=paddle_ner.path,
+                       task="token_cls", labels=",".join(paddle_ner.labels))  # fmt: skip
     _nothing_written(tmp_path, tmp_path / "out")
 
 
