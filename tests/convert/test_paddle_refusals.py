@@ -94,6 +94,19 @@ def test_other_callables_are_refused_too(paddle_ner: RefModel, tmp_path: Path) -
     _nothing_written(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.parametrize("cut", ["truncated", "empty", "not_a_dict"])
+def test_damaged_pdparams_gets_one_sentence(cut: str, paddle_ner: RefModel, tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    shutil.copytree(paddle_ner.path, src)
+    weights = src / "model_state.pdparams"
+    data = weights.read_bytes()
+    cuts = {"truncated": data[: len(data) // 2], "empty": b"", "not_a_dict": pickle.dumps([1, 2])}
+    weights.write_bytes(cuts[cut])
+    result = runner.invoke(app, ["convert", "paddle", str(src), str(tmp_path / "out")])
+    assert "model_state.pdparams" in _one_error(result)
+    _nothing_written(tmp_path, tmp_path / "out")
+
+
 def test_real_checkpoint_converts_without_unpickling(
     paddle_ner: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
