@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ernie_deploy.cli import app
 from ernie_deploy.convert.paddle import convert_paddle
-from ernie_deploy.errors import UntrustedPickleError
+from ernie_deploy.errors import ModelLoadError, UntrustedPickleError
 from tests import _models
 from tests._models import RefModel
 
@@ -94,6 +94,19 @@ def test_other_callables_are_refused_too(paddle_ner: RefModel, tmp_path: Path) -
     _nothing_written(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.parametrize("cut", ["truncated", "empty", "not_a_dict"])
+def test_damaged_pdparams_gets_one_sentence(cut: str, paddle_ner: RefModel, tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    shutil.copytree(paddle_ner.path, src)
+    weights = src / "model_state.pdparams"
+    data = weights.read_bytes()
+    cuts = {"truncated": data[: len(data) // 2], "empty": b"", "not_a_dict": pickle.dumps([1, 2])}
+    weights.write_bytes(cuts[cut])
+    result = runner.invoke(app, ["convert", "paddle", str(src), str(tmp_path / "out")])
+    assert "model_state.pdparams" in _one_error(result)
+    _nothing_written(tmp_path, tmp_path / "out")
+
+
 def test_real_checkpoint_converts_without_unpickling(
     paddle_ner: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +164,18 @@ def test_opset_outside_paddle2onnx_range_is_refused_before_it_runs(
          "--tokenizer", str(paddle_ner.path), "--task", "token_cls"],
     )  # fmt: skip
     assert "use 11 to 21" in _one_error(result)
+    _nothing_written(tmp_path, tmp_path / "out")
+
+
+def test_a_paddle2onnx_crash_is_one_sentence_and_leaves_nothing(
+    static_ner: Path, paddle_ner: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ernie_deploy.convert import paddle as paddle_convert
+
+    monkeypatch.setattr(paddle_convert, "MAX_OPSET", 99)  # let 99 through to paddle2onnx
+    with pytest.raises(ModelLoadError, match="SIGABRT"):  # it aborts: a child process dies
+        convert_paddle(static_ner, tmp_path / "out", opset=99, tokenizer_dir=paddle_ner.path,
+                       task="token_cls", labels=",".join(paddle_ner.labels))  # fmt: skip
     _nothing_written(tmp_path, tmp_path / "out")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,18 @@ def test_max_seq_length_beyond_the_position_table_is_refused_at_load(
     assert len(reranker.rerank("beijing", ["beijing " * 300]).hits) == 1
     result = runner.invoke(app, ["predict", str(paddle_ner.path), "--max-seq-length", "600", "x"])
     assert "600 is more than the 512 positions" in _one_error(result)
+
+
+def test_infer_py_refuses_it_too(paddle_ner: RefModel) -> None:
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, str(root / "infer.py"), "--task_name", "token_cls", "--model_path",
+         str(paddle_ner.onnx), "--max_seq_length", "600"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    lines = [x for x in run.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "512 positions" in lines[0], run.stderr
 
 
 def test_embedding_task_on_a_classifier_is_refused() -> None:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ernie_deploy import outputs
-from ernie_deploy.errors import ErnieDeployError, OutputExistsError, UnknownTaskError
+from ernie_deploy.errors import ErnieDeployError, OutputExistsError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -73,15 +73,15 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
     """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
     becomes a model directory that load refuses. `task`: what the caller was told, for a
-    directory that does not record it (a bare .onnx); with no task known anywhere, load asks
-    its user for one, which is no reason to refuse the directory."""
+    directory that does not record it (a bare .onnx); when no task is known anywhere, load
+    asks its user for one, and there is nothing more to check."""
     from ernie_deploy.api import load
+    from ernie_deploy.runtime.model_dir import find_model
 
     try:
+        if task is None and find_model(stage).config.task is None:
+            return
         load(stage, task=task)
-    except UnknownTaskError:
-        if task is not None:
-            raise
     except ErnieDeployError as exc:
         message = str(exc).replace(str(stage), str(out))
         raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc

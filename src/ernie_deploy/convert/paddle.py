@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -75,42 +78,50 @@ def check_opset(opset: int) -> int:
     return opset
 
 
+# paddle2onnx runs in a child process: a native abort in it (seen on opsets it cannot write)
+# becomes one sentence here, and the staged OUT is still removed. polygraphy is imported first
+# and told not to install anything (paddle2onnx sets POLYGRAPHY_AUTOINSTALL_DEPS=1 itself).
+_PADDLE2ONNX = """
+import sys
+try:
+    import polygraphy.config as polygraphy_config
+    polygraphy_config.AUTOINSTALL_DEPS = False
+except ImportError:
+    pass
+import paddle2onnx
+paddle2onnx.export(model_filename=sys.argv[1], params_filename=sys.argv[2],
+                   save_file=sys.argv[3], opset_version=int(sys.argv[4]), enable_onnx_checker=True)
+"""
+
+
 def run_paddle2onnx(program: Path, params: Path, save_file: Path, opset: int) -> None:
     """paddle2onnx with the checker on, and polygraphy kept from installing packages."""
     check_opset(opset)
-    paddle2onnx = require("paddle2onnx", "paddle")
-    try:
-        import polygraphy.config as polygraphy_config
-
-        polygraphy_config.AUTOINSTALL_DEPS = False
-    except ImportError:  # paddle2onnx then skips its folding step by itself
-        polygraphy_config = None
-    before = os.environ.get("POLYGRAPHY_AUTOINSTALL_DEPS")
-    try:
-        paddle2onnx.export(
-            model_filename=str(program),
-            params_filename=str(params),
-            save_file=str(save_file),
-            opset_version=opset,
-            enable_onnx_checker=True,
-        )
-    except Exception as exc:  # paddle2onnx raises bare Exceptions / RuntimeErrors
+    require("paddle2onnx", "paddle")
+    env = {**os.environ, "POLYGRAPHY_AUTOINSTALL_DEPS": "0"}
+    args = [str(program), str(params), str(save_file), str(opset)]
+    run = subprocess.run(
+        [sys.executable, "-c", _PADDLE2ONNX, *args], capture_output=True, text=True, env=env
+    )
+    if run.returncode != 0:
         raise ModelLoadError(
-            f"paddle2onnx could not convert {program} ({first_line(exc)}): try another "
+            f"paddle2onnx could not convert {program} ({_failure(run)}): try another "
             f"--opset ({MIN_OPSET}-{MAX_OPSET}) or re-export the model with paddle.jit.save."
-        ) from exc
-    finally:
-        if before is None:
-            os.environ.pop("POLYGRAPHY_AUTOINSTALL_DEPS", None)
-        else:
-            os.environ["POLYGRAPHY_AUTOINSTALL_DEPS"] = before
-        if polygraphy_config is not None:
-            polygraphy_config.AUTOINSTALL_DEPS = False
+        )
     if not save_file.is_file():  # it logs some failures instead of raising
         raise ModelLoadError(
-            f"paddle2onnx wrote no model for {program}: read its log above, then try another "
-            "--opset or re-export the model."
+            f"paddle2onnx wrote no model for {program} ({_failure(run)}): try another --opset "
+            "or re-export the model."
         )
+
+
+def _failure(run: subprocess.CompletedProcess[str]) -> str:
+    """The last line of the child's log that names an error, or how it died."""
+    if run.returncode < 0:
+        return f"it was killed by {signal.Signals(-run.returncode).name}"
+    lines = [line.strip() for line in (run.stderr + run.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "rror" in line or "abort" in line.lower()]
+    return ((errors or lines or [f"exit status {run.returncode}"])[-1])[:300]
 
 
 def _inference_reference(source: PaddleSource) -> Reference:

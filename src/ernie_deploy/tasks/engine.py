@@ -22,7 +22,15 @@ from ernie_deploy.tasks.batching import (
 from ernie_deploy.tasks.tokenization import Tokenizer
 
 R = TypeVar("R")
-__all__ = ["Engine", "Predictor", "check_label_count", "check_row_labels", "pick_output"]
+__all__ = [
+    "Engine",
+    "Predictor",
+    "check_label_count",
+    "check_row_labels",
+    "pick_output",  # defined in runtime.checks, which load and inspect share
+    "sigmoid",
+    "softmax",
+]
 
 
 @dataclass
