@@ -43,7 +43,8 @@ def load(
         options: a `LoadOptions` (what every entry point builds); None: the defaults.
         **changes: any `LoadOptions` field by name (device, fp16, labels, tokenizer_dir,
             max_seq_length, batch_size, threads, truncate, strict, top_k, multi_label,
-            pooling, normalize, decode), applied over `options`; see `LoadOptions` for each.
+            pooling, normalize, decode, spinning), applied over `options`; see `LoadOptions`
+            for each.
             An unknown name is a ConfigError listing the fields.
     """
     if task is not None:
@@ -82,7 +83,12 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
         raise ConfigError(f"max_seq_length {length} leaves no room for text: use at least 8.")
     model = load_model(
         files.onnx_path,
-        RuntimeConfig(device=opts.device, intra_op_threads=opts.threads, fp16=opts.fp16),
+        RuntimeConfig(
+            device=opts.device,
+            intra_op_threads=opts.threads,
+            fp16=opts.fp16,
+            allow_spinning=opts.spinning,
+        ),
     )
     check_model(model, config, length)
     engine = Engine(model, tokenizer, length, opts.batch_size)
