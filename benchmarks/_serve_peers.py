@@ -19,9 +19,10 @@ INFINITY_VENV = REPO / ".cache" / "infinity-venv"
 INFINITY_VERSION = "0.0.78"
 # what `make infinity` installs (FIELD-NOTES.md: measured to work together, CPU torch)
 INFINITY_PINS = (
-    f"infinity-emb[server]=={INFINITY_VERSION}",
+    f"infinity-emb[server,optimum]=={INFINITY_VERSION}",
     "optimum==2.1.0",
-    "optimum-onnx==0.1.0",
+    "optimum-onnx[onnxruntime]==0.1.0",
+    "onnxruntime==1.32.0",
     "torch==2.13.0",
 )
 
@@ -36,7 +37,7 @@ def infinity_binary(venv: Path = INFINITY_VENV) -> Path:
     if not script.is_file():
         raise PeerUnavailable(
             f"Infinity is not installed in {venv}: run `make infinity` (pip install "
-            f"{' '.join(INFINITY_PINS)} into that venv, with the CPU torch index)."
+            f"{' '.join(INFINITY_PINS)} into that venv)."
         )
     return script
 

@@ -239,26 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         c.progress("servers ready: " + ", ".join(f"{k}:{m}" for k, m in servers))
         cells = plan(args, chosen, contenders)
-        for cell in cells:  # untimed warm-up of every path (sessions, pools, connections)
+        warmed: set[tuple[str, str, int]] = set()
+        for cell in cells:  # untimed warm-up of every path (sessions, pools, allocators)
+            w, k = cell.workload, cell.per_request
             if cell.level == 0:
-                in_process(
-                    predictors[cell.workload.name],
-                    cell.workload,
-                    texts[(cell.workload.key, cell.per_request)][:64],
-                    cell.who,
-                    Run("w", 0, -1),
-                )
-            else:
-                body = payloads[(cell.workload.key, cell.per_request)][: max(cell.level, 8)]
-                load_run(
-                    servers[(cell.who, cell.workload.name)],
-                    cell.workload.name,
-                    cell.workload.route,
-                    body,
-                    cell.per_request,
-                    deadline,
-                    Run("raw", cell.level, -1),
-                )
+                in_process(predictors[w.name], w, texts[(w.key, k)][:16], cell.who, Run("w", 0, -1))
+            elif (cell.who, w.key, k) not in warmed:  # once per server and body shape
+                warmed.add((cell.who, w.key, k))
+                server = servers[(cell.who, w.name)]
+                body = payloads[(w.key, k)][:8]
+                load_run(server, w.name, w.route, body, k, deadline, Run("raw", 8, -1))
         by_key = {cell.key: cell for cell in cells}
         for repeat, key in c.interleaved(args.repeats, list(by_key)):
             if time.perf_counter() > deadline:
