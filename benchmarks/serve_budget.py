@@ -2,7 +2,7 @@
 
 Starts our server on one model (and, with `--baseline-src`, the same server from another
 source tree), sends the same requests from `--clients` keep-alive connections several times,
-alternating the servers, and reads every thread's CPU time from /proc/PID/task/*/stat before
+alternating the servers, and reads every thread's CPU time from /proc/PID/task/*/schedstat before
 and after each run. Threads are named with `py-spy dump --json` (`--py-spy`, installed in a
 scratch venv: `pip install py-spy`): the event loop (MainThread), the model's worker threads,
 its inference thread and asyncio's default executor are Python threads; the others are
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -29,16 +28,15 @@ import _common as c  # noqa: E402
 from _http_load import Run, Server, encode, load_run  # noqa: E402
 
 SECTION = "serve_budget"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of every thread of `pid`, by thread id."""
+    """CPU seconds of every thread of `pid`, by thread id (schedstat: nanoseconds, where
+    /proc/.../stat counts 10 ms ticks, which a worker thread's share of a run rounds to 0)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except (OSError, ValueError, IndexError):
             continue
     return out
@@ -58,16 +56,25 @@ def thread_names(pid: int, py_spy: str | None) -> dict[int, str]:
     return names
 
 
+GROUPS = (
+    "event loop (MainThread: HTTP parsing, routing, pydantic, JSON, metrics)",
+    "worker threads (tokenize, post-process, thread hand-offs)",
+    "inference thread (batching, padding, session.run incl. its own ORT share)",
+    "native threads (ORT intra-op pool, tokenizers' Rayon pool)",
+    "other Python threads (asyncio executor: JSON in the baseline)",
+)
+
+
 def group(name: str | None) -> str:
     if name is None:
-        return "native threads (ORT intra-op pool, tokenizers' Rayon pool)"
+        return GROUPS[3]
     if name == "MainThread":
-        return "event loop (MainThread: HTTP parsing, routing, pydantic, JSON, metrics)"
+        return GROUPS[0]
     if name.startswith("ernie-deploy-infer"):
-        return "inference thread (batching, padding, session.run's Python side and its share)"
+        return GROUPS[2]
     if name.startswith("ernie-deploy-"):
-        return "worker threads (tokenize, post-process)"
-    return f"other Python threads ({name.split('_')[0]})"
+        return GROUPS[1]
+    return GROUPS[4]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     call = predictor.vectors if args.route == "/v1/embeddings" else predictor.predict
     cpu_per_text = []
     totals: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in servers}
+    names: dict[str, dict[int, str]] = {k: {} for k in servers}
     try:
         for server in servers.values():
             server.wait_ready(240)
@@ -116,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 server, name, args.route, bodies, 1, 1e18, Run("raw", args.clients, repeat)
             )
             after = thread_cpu(server.proc.pid)
-            names = thread_names(server.proc.pid, args.py_spy)
-            per = defaultdict(float)
+            names[who].update(thread_names(server.proc.pid, args.py_spy))  # workers come and go
+            per = {g: 0.0 for g in GROUPS}
             for tid, cpu in after.items():
-                per[group(names.get(tid))] += (cpu - before.get(tid, 0.0)) * 1000 / run.requests
+                per[group(names[who].get(tid))] += (
+                    (cpu - before.get(tid, 0.0)) * 1000 / run.requests
+                )
             per["session.run wall (from /metrics), not CPU"] = (
                 run.metrics.get("batch_duration_seconds_sum", 0) * 1000 / run.requests
             )
@@ -132,14 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers.values():
             server.stop()
     model_ms = c.Spread.of(cpu_per_text)
-    keys = sorted({k for t in totals.values() for k in t}, key=lambda k: (k[0].isupper(), k))
+    keys = list(GROUPS) + [k for k in totals[next(iter(servers))] if k not in GROUPS]
     rows = []
     for k in keys:
         rows.append([k] + [c.Spread.of(totals[w][k]).fmt(2) for w in servers])
-    cpu_keys = [k for k in keys if "thread" in k or "event loop" in k]
-    sums = {
-        w: [sum(v) for v in zip(*(totals[w][k] for k in cpu_keys if totals[w][k]))] for w in servers
-    }
+    sums = {w: [sum(v) for v in zip(*(totals[w][k] for k in GROUPS))] for w in servers}
     rows.append(
         ["**server CPU per request, all threads**"] + [c.Spread.of(sums[w]).fmt(2) for w in servers]
     )
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{args.model}` on `{args.route}`, {args.requests} requests of 1 text from "
         f"{args.clients} keep-alive clients, {args.repeats} repeats alternating the servers "
         "and the in-process run. Milliseconds of CPU per request by thread group (from "
-        "/proc/PID/task/*/stat; threads named by py-spy), median (min–max).",
+        "/proc/PID/task/*/schedstat; threads named by py-spy), median (min–max).",
         "",
         c.table(["per request", *servers], rows),
     ]
