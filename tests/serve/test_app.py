@@ -139,7 +139,8 @@ def _with_engine(predictor: Any, engine: Any) -> Any:
 
 def test_cut_batches_respects_rows_and_padded_tokens() -> None:
     rows = [(None, i, n) for i, n in enumerate([50, 40, 30, 30, 10, 10, 10, 5])]
-    batches = list(cut_batches(rows, BatchLimits(max_batch_tokens=100, max_batch_size=3)))  # type: ignore[arg-type]
+    limits = BatchLimits(max_batch_tokens=100, max_batch_size=3, max_padding=1.5)
+    batches = list(cut_batches(rows, limits))  # type: ignore[arg-type]
     assert [[n for _, _, n in b] for b in batches] == [[50, 40], [30, 30, 10], [10, 10, 5]]
     alone = list(cut_batches([(None, 0, 500)], BatchLimits(max_batch_tokens=100)))  # type: ignore[list-item]
     assert len(alone) == 1  # a row over the budget still runs, alone

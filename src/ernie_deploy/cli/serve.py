@@ -70,7 +70,7 @@ def serve_cmd(
     ] = None,
     max_padding: Annotated[
         Optional[float],
-        typer.Option(help="Cut a batch where padded tokens pass this many times real ones [1.5]."),
+        typer.Option(help="Cut a batch where padded tokens pass this many times real ones [1.1]."),
     ] = None,
     hold_for_company: Annotated[
         Optional[bool],

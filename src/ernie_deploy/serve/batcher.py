@@ -52,7 +52,7 @@ class BatchLimits:
     max_batch_tokens: int = 16384
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
-    max_padding: float = 1.5
+    max_padding: float = 1.1
     hold_for_company: bool = False  # wait max_wait_ms even when no other request is coming
 
 
