@@ -116,7 +116,7 @@ def fuse_and_convert(
     rewrite_attention(model, hidden // heads if heads else None)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.MaskIndexEnd
-    with _converter_messages() as messages:
+    with _converter_messages() as messages, _quiet_fusion_logs():
         fused = optimize_model(
             model,
             model_type="bert",
@@ -143,6 +143,29 @@ def fuse_and_convert(
     if messages:
         notes.append(f"the fp16 converter warned {len(messages)}x, first: {messages[0][:200]}")
     return model, tuple(notes)
+
+
+@contextmanager
+def _quiet_fusion_logs() -> Iterator[None]:
+    """Keep the fusion modules' INFO / WARNING lines ("Model producer not matched" ...) off
+    stderr; they import each other as top-level modules, so each logger is named after one."""
+    import sys
+
+    where = str(Path(sys.modules["onnxruntime.transformers"].__file__ or "").parent)
+    loggers = [
+        logging.getLogger(name)
+        for name, module in list(sys.modules.items())
+        if name.startswith("onnxruntime.transformers")
+        or ("." not in name and (getattr(module, "__file__", None) or "").startswith(where))
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _default_block_list() -> list[str]:
