@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ def random_probe(shape: Sequence[object]) -> dict[str, np.ndarray]:
     }
 
 
-def _tokenizer(model_dir: Path) -> tuple[object | None, int]:
+def _tokenizer(model_dir: Path) -> tuple[Any, int]:
     import tokenizers
 
     if (model_dir / "tokenizer.json").is_file():
