@@ -12,14 +12,19 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# ONNX Runtime comes from an extra: [cpu] here, unless `make gpu` already put the GPU build in
+# this venv (the two ship one `onnxruntime/` folder and must never sit side by side).
+HAS_GPU_ORT = $(BIN)/python -m pip show -q onnxruntime-gpu >/dev/null 2>&1
+
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[cpu]"
+	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e .; else $(BIN)/pip install -q -e ".[cpu]"; fi
 	touch $@
 
 # Tests compare against the reference frameworks (paddle, paddlenlp, PyTorch,
 # transformers) running the same weights, so they need every extra but gpu.
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[cpu,dev,serve,paddle,hf,ray]"
+	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e ".[dev,serve,paddle,hf,ray]"; \
+	else $(BIN)/pip install -q -e ".[cpu,dev,serve,paddle,hf,ray]"; fi
 	touch $(STAMP_CORE) $@
 
 demo: $(STAMP_CORE)
