@@ -112,6 +112,7 @@ def run(*, allow_cpu: bool, trt: bool, deadline: float, work: Path) -> Bench:
     accuracy = ["| model | variant | provider | max abs diff vs fp32 (TF32 off) | argmax agreement | load s |",
                 "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     timings: dict[str, dict[tuple[int, int], float]] = {}
+    trt_missing = ""
     for model_name, path in models.items():
         reference = _reference(path, allow_cpu)
         for name, config in _variants(allow_cpu, trt, cache).items():
@@ -122,9 +123,18 @@ def run(*, allow_cpu: bool, trt: bool, deadline: float, work: Path) -> Bench:
                     f"| {model_name} | {name} | skipped: {left:.0f} s of the budget left | | | |"
                 )
                 continue
+            if is_trt and trt_missing:
+                accuracy.append(f"| {model_name} | {name} | skipped: {trt_missing} | | | |")
+                continue
             t0 = time.time()
             model = load_model(path, config)
             load_s = time.time() - t0
+            if is_trt and model.providers[0] != gpu.TENSORRT:
+                # TensorRT's libraries are not on this machine: not a fault of the runtime.
+                trt_missing = f"TensorRT did not load ({' | '.join(model.notices)[:200]})"
+                accuracy.append(f"| {model_name} | {name} | skipped: {trt_missing} | | | |")
+                del model
+                continue
             bench.failures += [f"{model_name}: {b}" for b in _expect(name, model, allow_cpu)]
             failure, report = fp16.check_parity(model.session, reference, path, 0.0)
             if report is None:

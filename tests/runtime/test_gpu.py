@@ -192,6 +192,7 @@ def test_preload_runs_once_and_collects_what_it_prints(
     def preload_dlls() -> None:
         calls.append(1)
         print("Failed to load libcudnn.so.9: cannot open shared object file")
+        warnings.warn("Failed to register bundled CUDA plugin EP from x.so: y", stacklevel=1)
 
     fake = types.SimpleNamespace(
         preload_dlls=preload_dlls, __version__="1.31.1", cuda_version="13.0"
@@ -203,7 +204,10 @@ def test_preload_runs_once_and_collects_what_it_prints(
         assert gpu.preload_cuda_libraries() == first and calls == [1]
     finally:
         gpu.preload_cuda_libraries.cache_clear()
-    assert first == ("Failed to load libcudnn.so.9: cannot open shared object file",)
+    assert first == (
+        "Failed to load libcudnn.so.9: cannot open shared object file",
+        "Failed to register bundled CUDA plugin EP from x.so: y",
+    )
     assert capsys.readouterr().out == ""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import warnings
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -72,11 +73,14 @@ def preload_cuda_libraries() -> tuple[str, ...]:
         return (f"onnxruntime {version} has no preload_dlls() (added in 1.21)",)
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        # ORT >= 1.32 also re-registers its CUDA plugin EP here and warns when that fails.
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             preload()
     except Exception as exc:  # it raises RuntimeError for a bad directory, OSError on odd hosts
         return (f"preload_dlls() failed: {exc}",)
     lines = [line.strip() for line in printed.getvalue().splitlines()]
+    lines += [str(w.message) for w in caught]
     return tuple(line for line in lines if line.startswith(("Failed", "WARNING", "\x1b[33m")))
 
 
