@@ -289,6 +289,7 @@ def test_tensorrt_gets_fp16_flag_caches_and_profiles(
     assert fake_gpu.preloads == [1]  # type: ignore[attr-defined]
     (names, options), (ref_names, ref_options) = fake_gpu.calls
     assert names == [TRT, CUDA, CPU]
+    assert options[1]["use_tf32"] == "0"  # what TensorRT rejects runs true fp32 on CUDA
     trt = options[0]
     assert trt["trt_fp16_enable"] == "True" and trt["trt_layer_norm_fp32_fallback"] == "True"
     assert trt["trt_engine_cache_enable"] == trt["trt_timing_cache_enable"] == "True"

@@ -241,9 +241,10 @@ def load_model(
         cache = fp16.tensorrt_cache_dir(path, config.cache_dir)
         trt = _gpu.tensorrt_options(device.index, cache, fp16=trt_fp16, profiles=profiles)
         providers[0] = (TENSORRT, trt)
-    elif requested == CUDA and config.fp16:
-        # The session fp16 is checked against, and the one kept when fp16 falls back: true fp32.
-        providers[0] = (CUDA, {**providers[0][1], "use_tf32": "0"})
+    if config.fp16:
+        # The session fp16 is checked against, and the one kept when fp16 falls back, is true
+        # fp32: TF32 off (ORT turns it on for Ampere+); under TensorRT, CUDA runs what it rejects.
+        providers = [(n, {**o, "use_tf32": "0"} if n == CUDA else o) for n, o in providers]
     options = build_session_options(config)
 
     def make_session(
