@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU check: proves the CUDA / TensorRT path on the first machine with an NVIDIA GPU (not a test).
 
-    python3 benchmarks/gpu_check.py --wheel /path/onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_27_x86_64.whl
+    python3 benchmarks/gpu_check.py --wheel /path/onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
     make gpu-check WHEEL=/path/onnxruntime_gpu-....whl
 
 Needs no network. The machine's own Python (with numpy, onnx, sympy; tokenizers, typer, rich
@@ -13,7 +13,7 @@ X.whl X.whl.part-`) is reassembled first. Without a wheel it says how to bring o
 In at most ~5 minutes (--budget 270 s, plus the wheel install) it then:
 1. prints the GPU, driver, the CUDA version the driver runs, compute capability, the ORT build
    (and the CUDA it was built for), its providers and what preload_dlls() could not load;
-2. runs `infer.py` token_cls and seq_cls with `--device gpu --use_fp16` on the bundled models
+2. runs `infer.py` token_cls and seq_cls with `--device cuda --use_fp16` on the bundled models
    and asserts "Use GPU" / "Use FP16" and no fallback notice;
 3. checks fp16 (fused) and TensorRT fp16 against fp32 with TF32 off (max abs diff, argmax
    agreement on real-text probes) for ner-zh, sentiment-zh and an ERNIE-3.0-medium-shaped graph;
@@ -45,7 +45,7 @@ NEEDED = ("numpy", "onnx", "sympy", "tokenizers", "packaging", "flatbuffers", "g
 BRING = """No onnxruntime-gpu wheel was given (--wheel) and this Python has no CUDA build of ONNX Runtime.
 Bring one from a machine with network (this machine needs none):
   pip download onnxruntime-gpu==1.31.1 --no-deps --only-binary :all: \\
-      --python-version {py} --platform manylinux_2_27_x86_64 -d wheels/
+      --python-version {py} --platform manylinux_2_28_x86_64 -d wheels/
   (CUDA 13 build, NVIDIA driver >= 580; for a CUDA 12 driver (525-570) take onnxruntime-gpu==1.26.0)
   Files must be under 60 MB? split -b 60m wheels/W.whl wheels/W.whl.part-  (W: the wheel's full name)
   Missing packages ({missing}): pip download {missing} --only-binary :all: \\
@@ -222,11 +222,11 @@ def _which(name: str) -> bool:
 
 
 def infer_runs(allow_cpu: bool, deadline: float) -> tuple[list[str], list[str]]:
-    """infer.py token_cls / seq_cls --device gpu --use_fp16: "Use GPU", "Use FP16", no fallback."""
+    """infer.py token_cls / seq_cls --device cuda --use_fp16: "Use GPU", "Use FP16", no fallback."""
     lines, failures = [], []
     for task in ("token_cls", "seq_cls"):
         cmd = [sys.executable, str(REPO / "infer.py"), "--task_name", task, "--use_fp16",
-               "--device", "cpu" if allow_cpu else "gpu"]  # fmt: skip
+               "--device", "cpu" if allow_cpu else "cuda"]  # fmt: skip
         try:
             done = subprocess.run(
                 cmd, capture_output=True, text=True, timeout=max(30, deadline - time.time())
