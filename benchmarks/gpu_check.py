@@ -128,18 +128,18 @@ def bootstrap(args: argparse.Namespace, argv: list[str]) -> int:
     wheel = _wheel(args.wheel)
     python = sys.executable
     if wheel is not None:
-        if not (VENV / "bin" / "python").exists():
-            venv.EnvBuilder(system_site_packages=True, with_pip=True).create(VENV)
         python = str(VENV / "bin" / "python")
-        pip = [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--disable-pip-version-check",
-        ]
+        pip = [python, "-m", "pip"]
+        if not (VENV / "pip-ok").exists() and not (VENV / "no-pip").exists():
+            try:
+                venv.EnvBuilder(system_site_packages=True, with_pip=True).create(VENV)
+                (VENV / "pip-ok").touch()
+            except (subprocess.CalledProcessError, OSError):  # no ensurepip (Debian w/o venv)
+                venv.EnvBuilder(system_site_packages=True, with_pip=False, clear=True).create(VENV)
+                (VENV / "no-pip").touch()
+        if (VENV / "no-pip").exists():  # the system pip installs into the venv (pip >= 22.3)
+            pip = [sys.executable, "-m", "pip", "--python", python]
+        pip += ["install", "-q", "--no-index", "--disable-pip-version-check"]
         subprocess.run([*pip, "--no-deps", "--force-reinstall", str(wheel)], check=True)
         missing = _missing(python)
         if missing and args.wheels:
