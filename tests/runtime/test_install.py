@@ -41,13 +41,25 @@ def test_core_has_no_onnxruntime_and_each_extra_one_build() -> None:
             assert not {Requirement(r).name for r in requirements} & ORT, name
 
 
+def _setuptools_builds_us() -> bool:
+    """Is the installed setuptools one that pyproject's build-system accepts?"""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    spec = next(r for r in table["build-system"]["requires"] if r.startswith("setuptools"))
+    return Version(setuptools.__version__) in Requirement(spec).specifier
+
+
 def _resolve(extra: str, tmp_path: Path) -> dict[str, Version]:
     report = tmp_path / f"{extra}.json"
     cmd = [
         sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-        "--no-build-isolation", "--only-binary", ":all:", "--report", str(report),
-        f"{ROOT}[{extra}]",
+        "--only-binary", ":all:", "--report", str(report), f"{ROOT}[{extra}]",
     ]  # fmt: skip
+    if _setuptools_builds_us():
+        cmd.insert(4, "--no-build-isolation")  # ~3 s faster than fetching setuptools each time
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         if any(marker in done.stderr for marker in _OFFLINE):
