@@ -6,7 +6,7 @@ STAMP_CORE := $(VENV)/.core-installed
 STAMP_TEST := $(VENV)/.test-installed
 STAMP_BENCH := $(VENV)/.bench-installed
 
-.PHONY: demo test lint bench gpu gpu-check clean
+.PHONY: demo test browser lint bench gpu gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,8 +30,22 @@ $(STAMP_TEST): pyproject.toml | $(BIN)/python
 demo: $(STAMP_CORE)
 	$(BIN)/python tools/demo.py
 
-test: $(STAMP_TEST)
+test: $(STAMP_TEST) browser
 	$(BIN)/python -m pytest -q
+
+# The playground's browser test drives Debian's chromium headless through chromedriver; as root,
+# install them (and CJK / emoji fonts for its screenshots) when missing. Where they cannot be
+# installed the test skips and says why.
+BROWSER_PKGS := chromium chromium-driver fonts-wqy-zenhei fonts-noto-color-emoji
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(BROWSER_PKGS) for the playground browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			$(BROWSER_PKGS) >/dev/null; } \
+		|| echo "note: apt-get could not install $(BROWSER_PKGS): the browser test will skip."; \
+	else echo "note: chromium and chromedriver are missing and only root can install them" \
+		"(apt-get install $(BROWSER_PKGS)): the browser test will skip."; fi
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check src tests infer.py tools benchmarks

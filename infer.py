@@ -11,7 +11,7 @@ import sys
 os.environ.setdefault("AISTUDIO_BOS_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
 
-from ernie_deploy.infer_cli import main  # noqa: E402
+from ernie_deploy.cli.infer import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

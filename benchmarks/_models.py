@@ -25,7 +25,7 @@ from pathlib import Path
 
 import _data
 
-from ernie_deploy.infer_cli import GUIDE_LABELS  # the guide's msra_ner / tnews label names
+from ernie_deploy.cli.infer import GUIDE_LABELS  # the guide's msra_ner / tnews label names
 
 MODELS = _data.CACHE / "models"
 

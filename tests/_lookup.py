@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ernie_deploy.infer_cli import GUIDE_LABELS
+from ernie_deploy.cli.infer import GUIDE_LABELS
 
 GUIDE_NER_LABELS = GUIDE_LABELS["token_cls"]
 GUIDE_ENTITIES = {

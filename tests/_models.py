@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ernie_deploy.infer_cli import GUIDE_LABELS
+from ernie_deploy.cli.infer import GUIDE_LABELS
 
 Reference = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import ernie_deploy
 from ernie_deploy.cli import app
-from ernie_deploy.infer_cli import GUIDE_LABELS
+from ernie_deploy.cli.infer import GUIDE_LABELS
 from ernie_deploy.runtime import RuntimeConfig, load_model
 from ernie_deploy.runtime.bundled import DEFAULTS, bundled_models, bundled_path
 

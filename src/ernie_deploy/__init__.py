@@ -7,6 +7,7 @@
 
 from ernie_deploy.api import load
 from ernie_deploy.errors import ErnieDeployError
+from ernie_deploy.options import LoadOptions
 from ernie_deploy.tasks.embedding import Embedder
 from ernie_deploy.tasks.rerank import Reranker
 from ernie_deploy.tasks.results import (
@@ -29,6 +30,7 @@ __all__ = [
     "Entity",
     "ErnieDeployError",
     "LabelScore",
+    "LoadOptions",
     "RerankHit",
     "RerankResult",
     "Reranker",

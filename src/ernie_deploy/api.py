@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from ernie_deploy.errors import ConfigError, UnknownTaskError
-from ernie_deploy.runtime.model_dir import TASKS, ModelConfig, find_model, validate
+from ernie_deploy.options import LoadOptions
+from ernie_deploy.runtime.checks import check_model
+from ernie_deploy.runtime.model_dir import TASKS, ModelConfig, find_model
 from ernie_deploy.runtime.session import RuntimeConfig, load_model
 from ernie_deploy.tasks.embedding import Embedder
 from ernie_deploy.tasks.engine import Engine
@@ -26,21 +27,9 @@ MAX_DEFAULT_LENGTH = 512
 def load(
     path: str | Path | None = None,
     task: str | None = None,
-    device: str = "auto",
-    fp16: bool = False,
     *,
-    labels: Sequence[str] | None = None,
-    tokenizer_dir: str | Path | None = None,
-    max_seq_length: int | None = None,
-    batch_size: int = 32,
-    threads: int | None = None,
-    truncate: bool = False,
-    strict: bool | None = None,
-    top_k: int = 1,
-    multi_label: bool | None = None,
-    pooling: str | None = None,
-    normalize: bool | None = None,
-    decode: str | None = None,
+    options: LoadOptions | None = None,
+    **changes: Any,
 ) -> AnyPredictor:
     """Load a model and return the predictor for its task.
 
@@ -51,39 +40,34 @@ def load(
             `task` (token_cls: "ner-zh", seq_cls: "sentiment-zh").
         task: "token_cls", "seq_cls", "embedding" or "rerank"; None reads it from the
             directory's config (ernie_deploy.json, config.json architectures, ...).
-        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
-        fp16: use fp16 where supported (CUDA, compute capability >= 7.0); else fp32.
-        labels: class / tag names in output order; overrides the directory's labels.
-        tokenizer_dir: where tokenizer.json or vocab.txt is, when not beside the model.
-        max_seq_length: tokens per sequence with special tokens (NER windows longer texts);
-            None reads it from the directory, capped at 512.
-        batch_size: sequences per session.run.
-        threads: intra-op threads; None sizes them from the CPUs this process may use.
-        truncate: seq_cls / embedding / rerank cut over-long texts instead of raising.
-        strict: token_cls drops I-X tags that do not continue an X entity.
-        top_k: seq_cls lists the k best labels.
-        multi_label: seq_cls scores labels with independent sigmoids.
-        pooling: embedding pooling, "cls" or "mean".
-        normalize: L2-normalise embeddings.
-        decode: token_cls tag decoding, "argmax" or "viterbi" (the best tag sequence the
-            BIO/BIOES rules allow, plus crf_transitions.npy when the directory has one); None
-            reads ernie_deploy.json, else "viterbi" if the directory has CRF transitions,
-            else "argmax".
+        options: a `LoadOptions` (what every entry point builds); None: the defaults.
+        **changes: any `LoadOptions` field by name (device, fp16, labels, tokenizer_dir,
+            max_seq_length, batch_size, threads, truncate, strict, top_k, multi_label,
+            pooling, normalize, decode), applied over `options`; see `LoadOptions` for each.
+            An unknown name is a ConfigError listing the fields.
     """
+    if task is not None:
+        changes["task"] = task
+    opts = (options or LoadOptions()).updated(**changes)
+    return _load(path, opts)
+
+
+def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
+    task = opts.task
     if path is None:
         path = _default_path(task)
-    files = find_model(path, tokenizer_dir)
+    files = find_model(path, opts.tokenizer_dir)
     asked = ModelConfig(
         task=task,
-        labels=tuple(labels) if labels is not None else None,
-        max_seq_length=max_seq_length,
-        pooling=pooling,
-        normalize=normalize,
-        multi_label=multi_label,
-        strict_bio=strict,
-        decode=decode,
+        labels=opts.labels,
+        max_seq_length=opts.max_seq_length,
+        pooling=opts.pooling,
+        normalize=opts.normalize,
+        multi_label=opts.multi_label,
+        strict_bio=opts.strict,
+        decode=opts.decode,
     )
-    config = files.config.merged(validate(asked, "the arguments"))
+    config = files.config.merged(asked)
     if config.task is None:
         raise UnknownTaskError(
             f"Cannot tell the task of {path}: pass task= (--task_name) one of {', '.join(TASKS)}."
@@ -91,15 +75,17 @@ def load(
     length = config.max_seq_length
     if length is None:
         length = DEFAULT_MAX_SEQ_LENGTH
-    elif max_seq_length is None:
+    elif opts.max_seq_length is None:
         length = min(length, MAX_DEFAULT_LENGTH)
     tokenizer = Tokenizer.from_dir(files.tokenizer_dir)
     if length <= tokenizer.num_special_tokens(config.task == "rerank"):
         raise ConfigError(f"max_seq_length {length} leaves no room for text: use at least 8.")
     model = load_model(
-        files.onnx_path, RuntimeConfig(device=device, intra_op_threads=threads, fp16=fp16)
+        files.onnx_path,
+        RuntimeConfig(device=opts.device, intra_op_threads=opts.threads, fp16=opts.fp16),
     )
-    engine = Engine(model, tokenizer, length, batch_size)
+    check_model(model, config, length)
+    engine = Engine(model, tokenizer, length, opts.batch_size)
     if config.task == "token_cls":
         if not config.labels:
             raise ConfigError(
@@ -118,18 +104,18 @@ def load(
         return SequenceClassifier(
             engine,
             config.labels or _generic_labels(model.output_shapes, path),
-            top_k=top_k,
+            top_k=opts.top_k,
             multi_label=bool(config.multi_label),
-            truncate=truncate,
+            truncate=opts.truncate,
         )
     if config.task == "embedding":
         return Embedder(
             engine,
             pooling=config.pooling or "cls",
             normalize=True if config.normalize is None else config.normalize,
-            truncate=truncate,
+            truncate=opts.truncate,
         )
-    return Reranker(engine, truncate=truncate)
+    return Reranker(engine, truncate=opts.truncate)
 
 
 def _default_path(task: str | None) -> Path:

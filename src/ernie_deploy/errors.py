@@ -20,6 +20,10 @@ class ModelLoadError(ErnieDeployError):
     """The ONNX file exists but ONNX Runtime cannot load it (corrupt or unsupported)."""
 
 
+class UntrustedPickleError(ModelLoadError):
+    """A checkpoint's pickle asks to run code; it is read only when the user says they trust it."""
+
+
 class TokenizerNotFoundError(ErnieDeployError):
     """No tokenizer files (tokenizer.json or vocab.txt) where one was expected."""
 
@@ -70,6 +74,12 @@ class OutputExistsError(InputError):
 
 class VerificationError(ErnieDeployError):
     """A converted model's outputs differ from the source's beyond the tolerance."""
+
+
+def first_line(exc: BaseException, limit: int = 300, *, last: bool = False) -> str:
+    """How a foreign library's error is quoted inside one of ours: the first (or `last`)
+    non-empty line of its message, at most `limit` characters, or its class name."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1 if last else 0][:limit]
 
 
 def exit_code(exc: ErnieDeployError) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError
+from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError, first_line
 
 RAY_EXTRA = "pip install 'ernie-deploy[ray]'"
 
@@ -47,10 +47,9 @@ def init_ray(address: str | None, what: str) -> bool:
         else:
             ray.init(include_dashboard=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ConfigError(
-            f"Could not start or join {where} ({first}): check --address (the head's "
+            f"Could not start or join {where} ({first_line(exc)}): check --address (the head's "
             "host:6379, or 'auto' on a cluster node) and that `ray status` works there."
         ) from exc
     return True

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ernie_deploy.errors import EmptyInputError, ErnieDeployError, InputEncodingError, InputError
+from ernie_deploy.tasks.batching import check_unicode
 
 
 def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[str, Any]]:
@@ -65,6 +66,8 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[s
         raise EmptyInputError(
             f"{path} line {line_no} has an empty {text_field!r}: remove that line."
         )
+    if not text.isascii():
+        check_unicode(text, f"{path} line {line_no}")
     record["text"] = text
     return record
 
@@ -99,8 +102,18 @@ def result_record(record: dict[str, Any], result: Any, prefix: str = "") -> dict
 
 
 def json_line(record: dict[str, Any]) -> str:
-    """`record` as one line of JSON (UTF-8 kept as is; dates and other values as strings)."""
-    return json.dumps(record, ensure_ascii=False, default=_json_default)
+    """`record` as one line of JSON (UTF-8 kept as is; dates and other values as strings).
+
+    A value holding a lone surrogate (which UTF-8 cannot encode) is written \\u-escaped, so an
+    input column carried into the output is kept exactly instead of stopping the run.
+    """
+    line = json.dumps(record, ensure_ascii=False, default=_json_default)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(record, ensure_ascii=True, default=_json_default)
+    return line
 
 
 def _json_default(value: Any) -> Any:

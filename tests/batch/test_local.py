@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import ernie_deploy
-from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
+from ernie_deploy.batch import BatchModel, BatchOptions, run_batch
 from ernie_deploy.batch import job as job_module
 from ernie_deploy.batch.job import chunks
 from ernie_deploy.batch.source import open_source
@@ -110,7 +110,7 @@ def test_resumed_job_writes_every_row_once(
 ) -> None:
     if suffix == ".parquet":
         pytest.importorskip("pyarrow")
-    model = ModelOptions(str(lookup_ner))
+    model = BatchModel(str(lookup_ner))
     options = BatchOptions(text_column="doc", batch_size=64)
     fresh = tmp_path / f"fresh{suffix}"
     run_batch(model, corpus, fresh, options)
@@ -210,7 +210,7 @@ def test_ray_engine_without_ray_names_the_extra(
 
 def test_manifest_records_the_settings(lookup_ner: Path, corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    run_batch(ModelOptions(str(lookup_ner)), corpus, out, BatchOptions(text_column="doc"))
+    run_batch(BatchModel(str(lookup_ner)), corpus, out, BatchOptions(text_column="doc"))
     manifest = json.loads((tmp_path / "out.jsonl.batch.json").read_text(encoding="utf-8"))
     assert manifest["complete_rows"] == 300
     assert manifest["settings"]["text_column"] == "doc"

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
+from ernie_deploy.batch import BatchModel, BatchOptions, run_batch
 from ernie_deploy.batch.ray_engine import BatchWorker, run_ray
 from ernie_deploy.cli import app
+from ernie_deploy.options import LoadOptions
 from tests.batch.conftest import read_jsonl, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -61,7 +62,7 @@ def test_token_cls_rows_equal_the_local_engine(
 def test_seq_cls_parquet_with_shipped_model_equals_local(
     bag_cls: Path, corpus: Path, tmp_path: Path
 ) -> None:
-    model = ModelOptions(str(bag_cls), task="seq_cls", top_k=2)
+    model = BatchModel(str(bag_cls), LoadOptions(task="seq_cls", top_k=2))
     local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     run_batch(model, corpus, local, BatchOptions(text_column="doc", batch_size=50))
     # the model's files travel through the object store, as for a cluster without shared disk
@@ -79,7 +80,7 @@ def test_job_stopped_locally_resumes_on_ray(
 ) -> None:
     from tests.batch.test_local import Crash, crash_after
 
-    model = ModelOptions(str(lookup_ner))
+    model = BatchModel(str(lookup_ner))
     fresh, out = tmp_path / "fresh.jsonl", tmp_path / "out.jsonl"
     run_batch(model, corpus, fresh, BatchOptions(text_column="doc", batch_size=100))
     with monkeypatch.context() as m:
@@ -115,7 +116,7 @@ class DyingWorker(BatchWorker):
 def test_killed_actor_still_yields_every_row_once(
     lookup_ner: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = ModelOptions(str(lookup_ner))
+    model = BatchModel(str(lookup_ner))
     local = tmp_path / "local.jsonl"
     run_batch(model, corpus, local, BatchOptions(text_column="doc", batch_size=32))
     flag = tmp_path / "killed"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import ernie_deploy
@@ -47,7 +49,12 @@ def test_bad_arguments_exit_non_zero_with_one_line(paddle_cls: RefModel, tmp_pat
         (["quantize", str(paddle_cls.path), str(tmp_path / "b"), "--preset", "x"], 1, "avx2"),
         (["quantize", str(tmp_path / "missing"), str(tmp_path / "c")], 1, "does not exist"),
         (["optimize", str(paddle_cls.path), str(tmp_path)], 2, "--overwrite"),
-        (["convert", "hf", str(tmp_path), str(tmp_path / "d")], 1, "save_pretrained"),
+        (
+            ["convert", "hf", str(tmp_path), str(tmp_path.with_name(tmp_path.name + "-d"))],
+            1,
+            "save_pretrained",
+        ),  # fmt: skip
+        (["convert", "hf", str(tmp_path), str(tmp_path / "d")], 2, "inside the input folder"),
     ]
     for args, code, hint in cases:
         result = runner.invoke(app, args)
@@ -55,3 +62,46 @@ def test_bad_arguments_exit_non_zero_with_one_line(paddle_cls: RefModel, tmp_pat
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and hint in lines[-1], (args, lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _one_error(result: object) -> str:
+    """No traceback, exactly one `error:` line, a non-zero exit."""
+    assert result.exit_code != 0, result.output  # type: ignore[attr-defined]
+    exc = result.exception  # type: ignore[attr-defined]
+    assert exc is None or isinstance(exc, SystemExit), repr(exc)
+    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    return lines[0]
+
+
+CORRUPT = {
+    "binary": lambda good: good[: len(good) // 3] + b"\xff\xfe\x00garbage" * 50,
+    "text": lambda good: "这不是模型 / not a model\n".encode() * 40,
+}
+
+
+@pytest.mark.parametrize("command", ["optimize", "quantize"])
+@pytest.mark.parametrize("kind", sorted(CORRUPT))
+def test_corrupt_model_onnx_gets_one_sentence(
+    command: str, kind: str, lookup_ner: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(lookup_ner, model)
+    onnx_file = model / "model.onnx"
+    onnx_file.write_bytes(CORRUPT[kind](onnx_file.read_bytes()))
+    result = runner.invoke(app, [command, str(model), str(tmp_path / "out")])
+    assert "re-export the model" in _one_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_optimize_refuses_to_write_what_load_refuses(paddle_ner: RefModel, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(paddle_ner.path, model)
+    (model / "ernie_deploy.json").write_text(  # 3 labels for the graph's 7 outputs
+        json.dumps({"task": "token_cls", "labels": ["O", "B-PER", "I-PER"]}), "utf-8"
+    )
+    result = runner.invoke(app, ["optimize", str(model), str(tmp_path / "out")])
+    error = _one_error(result)
+    assert "would not load" in error and "7 classes but 3 labels" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

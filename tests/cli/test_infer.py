@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ernie_deploy
-from ernie_deploy.infer_cli import GUIDE_LABELS
+from ernie_deploy.cli.infer import GUIDE_LABELS
 
 ROOT = Path(__file__).resolve().parents[2]
 

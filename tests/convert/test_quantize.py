@@ -28,14 +28,17 @@ TEXTS = [
 ]
 
 
-def check_report(report: QuantizeReport, ratio: float) -> None:
+def check_report(report: QuantizeReport, ratio: float, labelled: bool = True) -> None:
     assert report.size_after < report.size_before * ratio
     assert 0.0 < report.ratio < ratio
     assert dict(report.quantized).get("MatMul", 0) > 0
     assert dict(report.quantized).get("Gather", 0) > 0
     assert math.isfinite(report.parity.max_abs_diff)
     agreement = report.parity.argmax_agreement
-    assert agreement is None or 0.0 <= agreement <= 1.0
+    if labelled:  # int8 keeps most decisions even on random tiny weights (chance: 1/labels)
+        assert agreement is not None and 0.5 < agreement <= 1.0
+    else:
+        assert agreement is None
     lines = report.lines()
     assert lines and all(isinstance(line, str) for line in lines)
     assert any("MB" in line for line in lines)
@@ -80,7 +83,7 @@ def test_paddle_cls_and_bert_embed(
     assert all(isinstance(r, SeqClsResult) and r.label in paddle_cls.labels for r in results)
 
     report = quantize_model(bert_embed.path, tmp_path / "embed")
-    check_report(report, 0.7)  # a small vocab: the tables weigh less than in ERNIE
+    check_report(report, 0.7, labelled=False)  # a small vocab: the tables weigh less
     assert report.parity.argmax_agreement is None
     assert report.cosine is not None and 0.9 < report.cosine <= 1.0 + 1e-6
     assert any("cosine" in line for line in report.lines())

@@ -63,22 +63,24 @@ def test_in_process_app_serves_and_reports_readiness(ner: Any) -> None:
 
 
 def test_a_failing_model_is_a_500_and_the_server_keeps_serving(ner: Any) -> None:
-    calls = {"n": 0}
-    original = ner.engine.model.run
+    real = ner.engine.model.session
 
-    def flaky(features: Any, outputs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : simulated")
-        return original(features, outputs)
+    class FlakySession:  # ORT's own session, failing once the way ORT fails
+        calls = 0
+
+        def run(self, names: Any, feeds: Any) -> Any:
+            FlakySession.calls += 1
+            if FlakySession.calls == 1:
+                raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : simulated")
+            return real.run(names, feeds)
 
     async def scenario(app: Any, client: httpx.AsyncClient) -> None:
-        ner.engine.model.run = flaky
+        ner.engine.model.session = FlakySession()
         try:
             failed = await client.post("/v1/ner", json={"texts": "乔丹"})
             ok = await client.post("/v1/ner", json={"texts": "乔丹"})
         finally:
-            del ner.engine.model.run
+            ner.engine.model.session = real
         assert failed.status_code == 500
         assert failed.json()["error"]["type"] == "model_error"
         assert "simulated" in failed.json()["error"]["message"]
@@ -189,7 +191,7 @@ def test_model_arguments_and_config(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     values, models = read_config(config)
-    assert [(m.name, m.path, m.task) for m in models] == [
+    assert [(m.name, m.path, m.options.task) for m in models] == [
         ("ner", "ner-zh", None),
         ("emb", "/m/bge", "embedding"),
     ]
@@ -210,3 +212,28 @@ def test_model_arguments_and_config(tmp_path: Path) -> None:
         build_settings({"max_padding": 0.5})
     assert build_settings({"max_padding": 2}).max_padding == 2
     assert "secret" not in repr(ServeSettings(api_key="secret"))
+
+
+def test_every_load_option_is_settable_per_served_model(lookup_ner: Path, tmp_path: Path) -> None:
+    from ernie_deploy.serve.run import load_models
+
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[models.ner]\npath = "{lookup_ner}"\ndecode = "viterbi"\nstrict = true\n'
+        'labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]\n'
+        'max_seq_length = 64\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
+    _, models = read_config(config)
+    options = models[0].options
+    assert (options.decode, options.strict, options.max_seq_length) == ("viterbi", True, 64)
+    (ner,) = load_models(models, notify=lambda line: None).values()
+    assert (ner.decode, ner.strict, ner.engine.max_seq_length) == ("viterbi", True, 64)
+    for bad, match in [
+        ('decode = "beam"\n', "Unknown decode 'beam'"),
+        ("top_k = 0\n", "top_k must be a positive integer"),
+        ('pooling = "max"\n', "Unknown pooling 'max'"),
+    ]:
+        config.write_text(f'[models.a]\npath = "/x"\n{bad}', encoding="utf-8")
+        with pytest.raises(ConfigError, match=match):
+            read_config(config)

@@ -15,7 +15,7 @@ from tests.serve.conftest import API_KEY, AUTH, Server
 
 
 def test_health_is_open_and_models_are_listed(server: Server, client: httpx.Client) -> None:
-    health = httpx.get(f"{server.url}/health")
+    health = client.get("/health")
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "models": ["ner", "cls", "emb", "rr"]}
     cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
@@ -131,9 +131,9 @@ def test_simple_serving_shape(client: httpx.Client) -> None:
     )
     assert r.status_code == 200
     value = r.json()["result"]["value"]
-    assert value[0] == [
-        {"entity": "乔丹", "label": "PER", "pos": [0, 2]},
-        {"entity": "北京", "label": "LOC", "pos": [3, 5]},
+    assert value[0] == [  # PaddleNLP's NERPostHandler: pos inclusive at both ends
+        {"pos": [0, 1], "entity": "乔丹", "label": "PER"},
+        {"pos": [3, 4], "entity": "北京", "label": "LOC"},
     ]
     assert [e["entity"] for e in value[1]] == ["科比", "重庆"]
     cls = client.post("/models/cls", json={"data": {"text": ["北京的天气", "打球"]}}).json()
@@ -167,7 +167,7 @@ BAD_INPUTS: list[tuple[str, str, Any, dict[str, str], int, str]] = [
     ("POST", "/v1/classify", {"texts": "a", "top_k": 0}, {}, 422, "invalid_request"),
     ("POST", "/v1/rerank", {"query": "", "documents": ["a"]}, {}, 400, "empty_input"),
     ("POST", "/v1/rerank", {"query": "a", "documents": [{"txt": "a"}]}, {}, 422, "invalid_request"),
-    ("POST", "/v1/embeddings", {"input": [1, 2, 3]}, {}, 422, "invalid_request"),
+    ("POST", "/v1/embeddings", {"input": [1, 2, 3]}, {}, 422, "invalid_input"),  # token ids
     (
         "POST",
         "/v1/embeddings",
@@ -289,12 +289,17 @@ def _rounded(value: Any) -> Any:
 
 def test_metrics_exposes_requests_latency_queue_and_tokens(client: httpx.Client) -> None:
     client.post("/v1/ner", json={"texts": "乔丹"})
+    bad = client.post("/v1/ner", json={"texts": ["乔丹", 7]})
+    assert 400 <= bad.status_code < 500
     text = client.get("/metrics").text
     assert metric(text, "ernie_deploy_requests_total", route="/v1/ner", status="200") >= 1
     assert metric(text, "ernie_deploy_request_duration_seconds_count", route="/v1/ner") >= 1
     assert metric(text, "ernie_deploy_tokens_total", model="ner") > 0
     assert "ernie_deploy_queue_depth" in text and "ernie_deploy_batch_size_bucket" in text
-    assert metric(text, "ernie_deploy_requests_total", route="/v1/ner", status="400") >= 0
+    assert (
+        metric(text, "ernie_deploy_requests_total", route="/v1/ner", status=str(bad.status_code))
+        >= 1
+    )
 
 
 def test_openapi_documents_every_route(client: httpx.Client) -> None:

@@ -1,7 +1,7 @@
 """Batch jobs over large corpora: `ernie-deploy batch MODEL INPUT OUTPUT`, in-process or on Ray.
 
->>> from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
->>> run_batch(ModelOptions("ner-zh"), "docs.jsonl", "tags.jsonl", BatchOptions())  # doctest: +SKIP
+>>> from ernie_deploy.batch import BatchOptions, BatchModel, run_batch
+>>> run_batch(BatchModel("ner-zh"), "docs.jsonl", "tags.jsonl", BatchOptions())  # doctest: +SKIP
 
 Inputs are jsonl / csv / parquet files or folders (`source`), outputs jsonl or parquet written
 in input order and resumable (`sink`); the local engine and the Ray engine (`ray_engine`, the
@@ -10,6 +10,6 @@ in input order and resumable (`sink`); the local engine and the Ray engine (`ray
 
 from __future__ import annotations
 
-from ernie_deploy.batch.job import BatchOptions, ModelOptions, Report, run_batch
+from ernie_deploy.batch.job import BatchModel, BatchOptions, Report, run_batch
 
-__all__ = ["BatchOptions", "ModelOptions", "Report", "run_batch"]
+__all__ = ["BatchOptions", "BatchModel", "Report", "run_batch"]

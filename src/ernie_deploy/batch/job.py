@@ -9,11 +9,12 @@ identical rows, in input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ernie_deploy.batch.sink import (
+    ParquetSink,
     Sink,
     check_manifest,
     open_sink,
@@ -22,65 +23,44 @@ from ernie_deploy.batch.sink import (
 )
 from ernie_deploy.batch.source import Row, Source, open_source
 from ernie_deploy.errors import ConfigError
+from ernie_deploy.options import LoadOptions
+from ernie_deploy.outputs import check_output
 from ernie_deploy.textio import json_line, result_record
 
 ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
-class ModelOptions:
-    """How to load the model (the `ernie_deploy.load` arguments a batch job passes on).
+class BatchModel:
+    """The model a batch job runs: its path and the one `LoadOptions` every entry point builds.
 
     Args:
         path: model directory, .onnx file or bundled model name.
-        task: token_cls, seq_cls or embedding; None reads it from the directory.
-        tokenizer_dir: the tokenizer's directory when it is not beside the model.
-        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
-        fp16: fp16 on CUDA (compute capability >= 7.0).
-        max_seq_length: tokens per sequence; None reads it from the directory.
-        truncate: seq_cls / embedding cut over-long texts instead of stopping the job.
-        top_k: seq_cls lists the k best labels.
-        strict: token_cls drops I-X tags that do not continue an X entity.
-        decode: token_cls tag decoding, "argmax" or "viterbi"; None: the directory's choice.
+        options: how to load it (task, labels, decode, ...); `threads` is the local engine's
+            intra-op threads (the ray engine sizes each actor's from the CPUs Ray gives it).
     """
 
     path: str
-    task: str | None = None
-    tokenizer_dir: str | None = None
-    device: str = "auto"
-    fp16: bool = False
-    max_seq_length: int | None = None
-    truncate: bool = False
-    top_k: int = 1
-    strict: bool = False
-    decode: str | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)
+
+    @property
+    def task(self) -> str | None:
+        return self.options.task
+
+    @property
+    def tokenizer_dir(self) -> str | None:
+        return self.options.tokenizer_dir
 
     def load(self, threads: int | None, path: str | None = None, tok: str | None = None) -> Any:
-        """The predictor, with `threads` intra-op threads (None: sized from the usable CPUs)."""
+        """The predictor, with `threads` intra-op threads (None: the options' own)."""
         from ernie_deploy.api import load
 
-        predictor = load(
-            path or self.path,
-            task=self.task,
-            device=self.device,
-            fp16=self.fp16,
-            tokenizer_dir=tok if path else self.tokenizer_dir,
-            max_seq_length=self.max_seq_length,
-            threads=threads,
-            truncate=self.truncate,
-            top_k=self.top_k,
-            strict=self.strict or None,
-            decode=self.decode,
-        )
+        changes: dict[str, Any] = {} if threads is None else {"threads": threads}
+        if path is not None:  # the files shipped to a Ray worker
+            changes["tokenizer_dir"] = tok
+        predictor = load(path or self.path, options=self.options.updated(**changes))
         _refuse_rerank(predictor.task, self.path)
         return predictor
-
-    def results_settings(self) -> dict[str, Any]:
-        """The options that change results (a resumed job must use the same)."""
-        d = asdict(self)
-        for key in ("path", "tokenizer_dir", "device"):  # the model is compared by its file
-            d.pop(key)
-        return d
 
 
 @dataclass(frozen=True)
@@ -94,7 +74,6 @@ class BatchOptions:
         batch_size: rows per predict call: one Ray Data batch, and how often the local engine
             writes and syncs its output.
         engine: "local" (in this process) or "ray".
-        threads: local engine: ONNX Runtime intra-op threads (None: sized from the usable CPUs).
         address: ray engine: the cluster to join; None starts a local Ray instance.
         num_actors: ray engine: actors (each loads the model once); None: one per node.
         overwrite: replace an existing output instead of resuming it.
@@ -107,7 +86,6 @@ class BatchOptions:
     prefix: str = ""
     batch_size: int = 256
     engine: str = "local"
-    threads: int | None = None
     address: str | None = None
     num_actors: int | None = None
     overwrite: bool = False
@@ -159,7 +137,7 @@ Progress = Callable[[int], None]
 
 
 def run_batch(
-    model: ModelOptions,
+    model: BatchModel,
     input_path: str | Path,
     output_path: str | Path,
     options: BatchOptions,
@@ -175,6 +153,13 @@ def run_batch(
     source = open_source(input_path, options.text_column, options.id_column)
     output = Path(output_path).expanduser()
     sink = open_sink(output)  # checks the suffix before anything runs
+    check_output(  # before --overwrite may remove anything: an input is never touched
+        output,
+        [source.path, *source.files],
+        flag="OUTPUT",
+        exists_ok=True,
+        directory=isinstance(sink, ParquetSink),
+    )
     settings = _settings(model, source, options)
     manifest = check_manifest(output, settings, options.overwrite)
     total = source.count()
@@ -204,7 +189,7 @@ def run_batch(
 
 
 def _run_local(
-    model: ModelOptions,
+    model: BatchModel,
     source: Source,
     sink: Sink,
     options: BatchOptions,
@@ -213,7 +198,7 @@ def _run_local(
     advance: Progress | None,
     notify: Callable[[str], None],
 ) -> None:
-    predictor = model.load(options.threads)
+    predictor = model.load(None)
     for notice in predictor.model.notices:
         notify(f"note: {notice}")
     _set_types(sink, predictor.task, options.prefix)
@@ -230,13 +215,13 @@ def _set_types(sink: Sink, task: str, prefix: str) -> None:
         sink.result_types = result_types(task, prefix)
 
 
-def _settings(model: ModelOptions, source: Source, options: BatchOptions) -> dict[str, Any]:
+def _settings(model: BatchModel, source: Source, options: BatchOptions) -> dict[str, Any]:
     """What the rows depend on; a resumed job must match it."""
     return {
         "input": str(source.path.resolve()),
         "input_files": source.fingerprint(),
         "model": _model_id(model),
-        "options": model.results_settings(),
+        "options": model.options.results_settings(),
         "text_column": source.text_column,
         "id_column": source.id_column,
         "id_generated": source.id_generated,
@@ -244,7 +229,7 @@ def _settings(model: ModelOptions, source: Source, options: BatchOptions) -> dic
     }
 
 
-def _model_id(model: ModelOptions) -> str:
+def _model_id(model: BatchModel) -> str:
     from ernie_deploy.runtime.model_dir import find_model
 
     files = find_model(model.path, model.tokenizer_dir)

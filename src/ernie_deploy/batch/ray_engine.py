@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ernie_deploy.batch.job import (
+    BatchModel,
     BatchOptions,
-    ModelOptions,
     Progress,
     Report,
     _set_types,
@@ -28,7 +28,7 @@ from ernie_deploy.batch.job import (
 )
 from ernie_deploy.batch.sink import ParquetSink, Sink
 from ernie_deploy.batch.source import Row, Source
-from ernie_deploy.errors import ErnieDeployError, ModelRunError
+from ernie_deploy.errors import ErnieDeployError, ModelRunError, first_line
 from ernie_deploy.raycluster import (
     ModelFiles,
     cpu_share,
@@ -50,7 +50,7 @@ class BatchWorker:
     """
 
     def __init__(
-        self, model: ModelOptions, files: ModelFiles, threads: int, text_column: str, prefix: str
+        self, model: BatchModel, files: ModelFiles, threads: int, text_column: str, prefix: str
     ) -> None:
         self._keep: list[Any] = []
         self.text_column = text_column
@@ -75,10 +75,11 @@ class BatchWorker:
                 lines = list(predict_rows(self.predictor, rows, self.prefix)[1])
             except ErnieDeployError as exc:
                 error = _error_json(exc)
-            except Exception as exc:  # ONNX Runtime raises several unrelated types
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            except Exception as exc:  # a bug in post-processing (ORT's own are ModelRunError)
                 error = _error_json(
-                    ModelRunError(f"The model failed on rows {numbers[0]}-{numbers[-1]}: {first}.")
+                    ModelRunError(
+                        f"The model failed on rows {numbers[0]}-{numbers[-1]}: {first_line(exc)}."
+                    )
                 )
         if error is not None:
             numbers, lines = numbers[:1], [None]
@@ -106,7 +107,7 @@ def _error_from_json(text: str) -> ErnieDeployError:
 
 
 def run_ray(
-    model: ModelOptions,
+    model: BatchModel,
     source: Source,
     sink: Sink,
     options: BatchOptions,
@@ -211,7 +212,7 @@ def _quiet_ray_data() -> None:
             handler.addFilter(_DropNotices())
 
 
-def _task(model: ModelOptions) -> str:
+def _task(model: BatchModel) -> str:
     from ernie_deploy.runtime.model_dir import find_model
 
     return model.task or find_model(model.path, model.tokenizer_dir).config.task or ""
@@ -232,8 +233,7 @@ def _unwrap(exc: BaseException) -> ErnieDeployError:
         if isinstance(e, ErnieDeployError) and type(e).__module__.startswith("ernie_deploy"):
             return e
         todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
     return ModelRunError(
-        f"The Ray job failed ({first}): see the Ray logs above; re-run the same command to "
+        f"The Ray job failed ({first_line(exc, last=True)}): see the Ray logs above; re-run the same command to "
         "resume from the last written row."
     )

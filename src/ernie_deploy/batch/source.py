@@ -8,6 +8,7 @@ an `id` column holding its row number when the input has no id column of its own
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from ernie_deploy.errors import (
     InputError,
     MissingDependencyError,
 )
+from ernie_deploy.tasks.batching import check_unicode
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -54,8 +56,9 @@ class Source:
     id_generated: bool
 
     def fingerprint(self) -> list[list[Any]]:
-        """[file name, size] of each input file: a resumed job checks its input did not change."""
-        return [[p.name, p.stat().st_size] for p in self.files]
+        """[file name, size, content hash] of each input file: a resumed job checks its input
+        did not change (an edit that keeps the size too), so old rows are never mixed in."""
+        return [[p.name, p.stat().st_size, _content_hash(p)] for p in self.files]
 
     def count(self) -> int:
         """The number of rows (parquet: from the metadata; jsonl / csv: one pass over the files)."""
@@ -93,9 +96,20 @@ class Source:
             )
         if not text.strip():
             raise EmptyInputError(f"{where} has an empty {self.text_column!r}: remove that row.")
+        if not text.isascii():
+            check_unicode(text, where)
         if self.id_generated:
             record = {self.id_column: number, **record}
         return Row(number, record, text)
+
+
+def _content_hash(path: Path) -> str:
+    """BLAKE2b of the file's bytes (about 1 s per GB: one more pass next to the model's)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _LINE = "\0line"  # "line N" / "row N": where a record is in its file, removed before use

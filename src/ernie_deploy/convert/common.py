@@ -17,6 +17,8 @@ from ernie_deploy.errors import (
     MissingDependencyError,
     UnknownTaskError,
 )
+from ernie_deploy.options import parse_labels as parse_labels  # the exporters' --labels
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import TASKS
 
 LABELLED_TASKS = ("token_cls", "seq_cls")
@@ -43,32 +45,6 @@ def require(module: str, extra: str) -> ModuleType:
             f"This command needs {module}, which is not installed: "
             f"pip install 'ernie-deploy[{extra}]'."
         ) from exc
-
-
-def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """--labels: "O,B-PER,I-PER", a file with one label per line, or a list."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        labels = tuple(str(v).strip() for v in value)
-    elif Path(value).is_file():
-        try:
-            lines = Path(value).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"Cannot read the label file {value} ({exc}): save it as UTF-8, one label per line."
-            ) from exc
-        labels = tuple(line.strip() for line in lines if line.strip())
-    else:
-        labels = tuple(part.strip() for part in value.split(","))
-    if not labels or not all(labels):
-        raise ConfigError(
-            f"--labels {value!r} names an empty label: give comma-separated names "
-            "(O,B-PER,I-PER) or a file with one label per line."
-        )
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"--labels {value!r} repeats a label: each label must be unique.")
-    return labels
 
 
 def check_task(task: str | None, src: Path) -> str:
@@ -113,6 +89,7 @@ class ConvertReport:
     opset: int | None
     parity: ParityReport
     size_mb: float
+    asked_opset: int | None = None  # what the user asked for, when the exporter wrote another
 
     def lines(self) -> list[str]:
         head = [
@@ -121,7 +98,17 @@ class ConvertReport:
             f"task {self.task}"
             + (f", {len(self.labels)} labels: {', '.join(self.labels)}" if self.labels else ""),
         ]
+        if self.asked_opset not in (None, self.opset):
+            head.append(
+                f"note: opset {self.asked_opset} was asked for; the exporter needed {self.opset}"
+            )
         return head + self.parity.lines() + [f"load it with: ernie-deploy predict {self.out} TEXT"]
+
+
+def graph_opset(path: Path) -> int | None:
+    """The default-domain opset a written graph declares (what was written, not what was asked)."""
+    graph = read_graph(path)
+    return next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def file_mb(path: Path) -> float:

@@ -26,13 +26,14 @@ from ernie_deploy.convert.common import (
     check_labels,
     check_task,
     file_mb,
+    graph_opset,
     parse_labels,
     require,
 )
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
 from ernie_deploy.errors import ModelLoadError, ModelNotFoundError
-from ernie_deploy.runtime.model_dir import ModelConfig, read_config, write_config
+from ernie_deploy.runtime.model_dir import ModelConfig, read_config, validate, write_config
 from ernie_deploy.tasks.tokenization import Tokenizer
 
 # our task -> (optimum task, transformers Auto class, output read from the model)
@@ -78,7 +79,8 @@ def convert_hf(
         max_seq_length: recorded in the config (None: the loader's default).
         overwrite: replace an existing OUT (only once the new one is verified).
     """
-    out = check_output(out, overwrite)
+    validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
+    out = check_output(out, overwrite, [src])
     src = Path(src).expanduser()
     if not (src / "config.json").is_file() or not any((src / w).is_file() for w in _WEIGHTS):
         raise ModelNotFoundError(
@@ -123,11 +125,12 @@ def convert_hf(
             stage,
             ModelConfig(task=final_task, labels=final_labels, max_seq_length=max_seq_length),
         )
+        check_loads(stage, out)
         size = file_mb(stage / "model.onnx")
-    opset_used = opset or _graph_opset(out / "model.onnx")
+        written = graph_opset(stage / "model.onnx")
     return ConvertReport(
         out, f"transformers {type(model).__name__} {src}", final_task, final_labels,
-        opset_used, parity, size,
+        written, parity, size, asked_opset=opset,
     )  # fmt: skip
 
 
@@ -208,10 +211,3 @@ def _torch_run(
     with torch.no_grad():
         result = getattr(model(**kwargs), output)
     return np.asarray(result.numpy(), dtype=np.float32)
-
-
-def _graph_opset(path: Path) -> int | None:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.fusion import RewriteReport, rewrite_attention
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.verify import ParityReport, compare, probe_features, run_onnx
 from ernie_deploy.errors import (
     ConfigError,
@@ -37,7 +37,9 @@ from ernie_deploy.errors import (
     ModelLoadError,
     UnsupportedGraphError,
     VerificationError,
+    first_line,
 )
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import RuntimeConfig
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -146,10 +148,10 @@ def optimize_model(
     bound = DEFAULT_TOLERANCES[level] if tolerance is None else float(tolerance)
     if bound < 0:
         raise ConfigError(f"tolerance must be 0 or more, not {tolerance}: pass e.g. 1e-4.")
-    check_output(out, overwrite)
+    check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
     onnx = _require("onnx")
-    source_graph = onnx.load(str(files.onnx_path), load_external_data=False)
+    source_graph = read_graph(files.onnx_path)
     external = _has_external_data(source_graph)
     with tempfile.TemporaryDirectory(prefix="ernie_deploy_optimize_") as tmp:
         basic = Path(tmp) / "basic.onnx"
@@ -166,6 +168,7 @@ def optimize_model(
             _save(graph, target, external)
             parity = _verify(files, target, level, bound)
             parity.require(_HINTS[level])
+            check_loads(stage, Path(out).expanduser())
     return OptimizeReport(
         level=level,
         source=files.onnx_path,
@@ -215,9 +218,8 @@ def _ort_basic(src: Path, dst: Path, external_data: bool) -> None:
             disabled_optimizers=["ConstantSharing"],
         )
     except Exception as exc:  # ORT raises several unrelated exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelLoadError(
-            f"ONNX Runtime cannot load {src} ({first[:300]}): re-export the model and check the "
+            f"ONNX Runtime cannot load {src} ({first_line(exc)}): re-export the model and check the "
             "file is complete."
         ) from exc
 

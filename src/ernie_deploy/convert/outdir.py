@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ernie_deploy.errors import OutputExistsError
+from ernie_deploy import outputs
+from ernie_deploy.errors import ErnieDeployError, OutputExistsError, UnknownTaskError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -31,16 +32,15 @@ WEIGHT_SUFFIXES = (
 _SKIP_DIRS = (".ernie_deploy_cache", "__pycache__", ".git", "runs", "checkpoints")
 
 
-def check_output(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing OUT unless asked to replace it (one sentence naming the fix)."""
+def check_output(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse OUT before any work when it is an input (or inside one), a file, in a missing or
+    unwritable folder, or exists without `overwrite` (one sentence naming the fix)."""
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"{out} already exists: choose a new output directory or pass --overwrite."
         )
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out} is a file, not a directory: choose a directory path.")
-    return out
+    return outputs.check_output(out, inputs, flag="OUT", overwrite=overwrite, directory=True)
 
 
 @contextmanager
@@ -51,7 +51,6 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     conversion never leaves a half-written model directory behind.
     """
     out = check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
@@ -69,6 +68,23 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     stage.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
+    """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
+    becomes a model directory that load refuses. `task`: what the caller was told, for a
+    directory that does not record it (a bare .onnx); with no task known anywhere, load asks
+    its user for one, which is no reason to refuse the directory."""
+    from ernie_deploy.api import load
+
+    try:
+        load(stage, task=task)
+    except UnknownTaskError:
+        if task is not None:
+            raise
+    except ErnieDeployError as exc:
+        message = str(exc).replace(str(stage), str(out))
+        raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc
 
 
 def copy_model_files(src: Path, dst: Path) -> list[str]:

@@ -4,10 +4,11 @@ Sources:
 - a static inference model: `inference.json` (PIR, paddle >= 3) or `inference.pdmodel` (paddle
   2.x) + `inference.pdiparams`, as `paddle.jit.save` / PaddleNLP's `export_model.py` write it;
   pass the directory or the program file. The reference is Paddle Inference on the same files.
-- a PaddleNLP dygraph save dir (`model_state.pdparams` + `config.json` + tokenizer files, what
-  `save_pretrained` / the Trainer write). It is exported with `paddle.jit.save` first
-  (input_spec `input_ids`, `token_type_ids`, int64, `[None, None]`); the reference is the
-  dygraph model itself.
+- a PaddleNLP dygraph save dir (`model_state.pdparams` or `model.safetensors` + `config.json` +
+  tokenizer files, what `save_pretrained` / the Trainer write). It is exported with
+  `paddle.jit.save` first (input_spec `input_ids`, `token_type_ids`, int64, `[None, None]`); the
+  reference is the dygraph model itself. The pickle is read without running code from it
+  (paddle_weights) unless `trust_pickle` is given.
 
 paddle2onnx runs with the checker on and without letting polygraphy install anything: it sets
 `POLYGRAPHY_AUTOINSTALL_DEPS=1` itself, which we undo around the call.
@@ -19,7 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,28 @@ from ernie_deploy.convert.common import (
     check_labels,
     check_task,
     file_mb,
+    graph_opset,
     parse_labels,
     require,
 )
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.paddle_source import PaddleSource, find_source
+from ernie_deploy.convert.paddle_weights import loadable_checkpoint
 from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
 from ernie_deploy.errors import (
     ConfigError,
     ModelLoadError,
     ModelNotFoundError,
     TokenizerNotFoundError,
+    first_line,
 )
-from ernie_deploy.runtime.model_dir import ModelConfig, read_config, write_config
+from ernie_deploy.runtime.model_dir import ModelConfig, read_config, validate, write_config
 from ernie_deploy.tasks.tokenization import Tokenizer
 
 DEFAULT_OPSET = 13
+# paddle2onnx 2.1.0 writes 11 for anything lower (while saying it wrote what was asked) and
+# aborts the process above 21.
+MIN_OPSET, MAX_OPSET = 11, 21
 _AUTO_CLASSES = {
     "token_cls": "AutoModelForTokenClassification",
     "seq_cls": "AutoModelForSequenceClassification",
@@ -57,80 +65,19 @@ _AUTO_CLASSES = {
 Reference = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
-@dataclass(frozen=True)
-class PaddleSource:
-    """Where the Paddle model is and which kind it is."""
-
-    kind: str  # "static" | "dygraph"
-    directory: Path  # holds the tokenizer / config files (the source dir)
-    program: Path | None = None  # static: .json or .pdmodel
-    params: Path | None = None  # static: .pdiparams
-
-    @property
-    def static_files(self) -> tuple[Path, Path]:
-        """(program, params) of a static model."""
-        if self.program is None or self.params is None:
-            raise ModelNotFoundError(f"{self.directory} is not a static Paddle model.")
-        return self.program, self.params
-
-    @property
-    def label(self) -> str:
-        if self.kind == "static":
-            return f"Paddle static model {self.program}"
-        return f"PaddleNLP checkpoint {self.directory}"
-
-
-def find_source(src: str | Path) -> PaddleSource:
-    """Tell a static inference model from a dygraph save dir; name the fix when it is neither."""
-    src = Path(src).expanduser()
-    if not src.exists():
-        raise ModelNotFoundError(
-            f"{src} does not exist: pass a Paddle inference model (.json/.pdmodel + .pdiparams) "
-            "or a PaddleNLP save dir (model_state.pdparams)."
+def check_opset(opset: int) -> int:
+    """An opset paddle2onnx writes as asked (it aborts the process above MAX_OPSET)."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"--opset {opset} is outside what paddle2onnx writes: use {MIN_OPSET} to {MAX_OPSET} "
+            f"({DEFAULT_OPSET} by default; 17 keeps LayerNormalization whole)."
         )
-    if src.is_file():
-        if src.suffix not in (".json", ".pdmodel", ".pdiparams"):
-            raise ModelNotFoundError(
-                f"{src} is not a Paddle program: pass the .json / .pdmodel file or its directory."
-            )
-        prefix = src.with_suffix("")
-        return _static(prefix, src.parent)
-    if (src / "model_state.pdparams").is_file():
-        return PaddleSource("dygraph", src)
-    prefixes = sorted(
-        p.with_suffix("")
-        for p in src.glob("*.pdiparams")
-        if p.with_suffix(".json").is_file() or p.with_suffix(".pdmodel").is_file()
-    )
-    if not prefixes:
-        raise ModelNotFoundError(
-            f"No Paddle model in {src}: expected inference.json or inference.pdmodel with "
-            "inference.pdiparams (paddle.jit.save), or model_state.pdparams (save_pretrained)."
-        )
-    if len(prefixes) > 1:
-        names = ", ".join(p.name for p in prefixes)
-        raise ModelNotFoundError(
-            f"{src} holds several Paddle programs ({names}): pass the .json/.pdmodel file to use."
-        )
-    return _static(prefixes[0], src)
-
-
-def _static(prefix: Path, directory: Path) -> PaddleSource:
-    params = prefix.with_suffix(".pdiparams")
-    program = next(
-        (p for p in (prefix.with_suffix(".json"), prefix.with_suffix(".pdmodel")) if p.is_file()),
-        None,
-    )
-    if program is None or not params.is_file():
-        raise ModelNotFoundError(
-            f"{prefix}.json / .pdmodel and {params.name} must both exist: copy the complete "
-            "output of paddle.jit.save."
-        )
-    return PaddleSource("static", directory, program, params)
+    return opset
 
 
 def run_paddle2onnx(program: Path, params: Path, save_file: Path, opset: int) -> None:
     """paddle2onnx with the checker on, and polygraphy kept from installing packages."""
+    check_opset(opset)
     paddle2onnx = require("paddle2onnx", "paddle")
     try:
         import polygraphy.config as polygraphy_config
@@ -149,8 +96,8 @@ def run_paddle2onnx(program: Path, params: Path, save_file: Path, opset: int) ->
         )
     except Exception as exc:  # paddle2onnx raises bare Exceptions / RuntimeErrors
         raise ModelLoadError(
-            f"paddle2onnx could not convert {program} ({str(exc).strip()[:300]}): try another "
-            "--opset (11-17) or re-export the model with paddle.jit.save."
+            f"paddle2onnx could not convert {program} ({first_line(exc)}): try another "
+            f"--opset ({MIN_OPSET}-{MAX_OPSET}) or re-export the model with paddle.jit.save."
         ) from exc
     finally:
         if before is None:
@@ -172,7 +119,14 @@ def _inference_reference(source: PaddleSource) -> Reference:
     config = paddle_inference.Config(str(source.program), str(source.params))
     config.disable_gpu()
     config.disable_glog_info()
-    predictor = paddle_inference.create_predictor(config)
+    try:
+        predictor = paddle_inference.create_predictor(config)
+    except Exception as exc:  # Paddle raises RuntimeError / ValueError for damaged files
+        raise ModelLoadError(
+            f"Paddle cannot read {source.program} with {source.params.name if source.params else ''}"
+            f" ({first_line(exc, 200)}): the files are damaged or do not belong together; "
+            "export them again with paddle.jit.save."
+        ) from exc
 
     def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for name in predictor.get_input_names():
@@ -190,8 +144,9 @@ def _inference_reference(source: PaddleSource) -> Reference:
     return run
 
 
-def _load_dygraph(source: PaddleSource, task: str | None) -> tuple[Any, str]:
-    """The PaddleNLP model class named by config.json's architectures (or the task's Auto class)."""
+def _load_dygraph(source: PaddleSource, task: str | None, weights: Path) -> tuple[Any, str]:
+    """The PaddleNLP model class named by config.json's architectures (or the task's Auto class),
+    loaded from `weights` (the save dir, or its safetensors copy: paddle_weights)."""
     require("paddle", "paddle")
     transformers = require("paddlenlp.transformers", "paddle")
     config, _ = read_config(source.directory)
@@ -206,11 +161,11 @@ def _load_dygraph(source: PaddleSource, task: str | None) -> tuple[Any, str]:
             f"{source.directory} names no model class (config.json 'architectures'): pass --task."
         )
     try:
-        model = cls.from_pretrained(str(source.directory))
+        model = cls.from_pretrained(str(weights))
     except Exception as exc:  # paddlenlp raises many types for a bad checkpoint
         raise ModelLoadError(
             f"PaddleNLP cannot load {source.directory} with {cls.__name__} "
-            f"({str(exc).strip()[:300]}): check config.json and model_state.pdparams."
+            f"({first_line(exc)}): check config.json and the weights file."
         ) from exc
     model.eval()
     return model, cls.__name__
@@ -230,11 +185,11 @@ def _architecture(directory: Path) -> str | None:
     return None
 
 
-def _export_dygraph(model: Any, directory: Path) -> tuple[Path, Path]:
+def _export_dygraph(model: Any, weights: Path) -> tuple[Path, Path]:
     """paddle.jit.save a reloaded copy (to_static converts the layer in place)."""
     import paddle
 
-    exported = type(model).from_pretrained(str(directory))
+    exported = type(model).from_pretrained(str(weights))
     exported.eval()
     spec = [
         paddle.static.InputSpec([None, None], "int64", name="input_ids"),
@@ -274,6 +229,7 @@ def convert_paddle(
     tolerance: float = DEFAULT_TOLERANCE,
     max_seq_length: int | None = None,
     overwrite: bool = False,
+    trust_pickle: bool = False,
 ) -> ConvertReport:
     """Convert, verify against Paddle, and write OUT whole (or nothing, if verification fails).
 
@@ -287,8 +243,12 @@ def convert_paddle(
         tolerance: largest max-abs-diff of the outputs accepted.
         max_seq_length: recorded in the config (None: the loader's default).
         overwrite: replace an existing OUT (only once the new one is verified).
+        trust_pickle: let paddle.load unpickle model_state.pdparams (runs any code the file
+            names); by default only numpy arrays are rebuilt from it (paddle_weights).
     """
-    out = check_output(out, overwrite)
+    check_opset(opset)
+    validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
+    out = check_output(out, overwrite, [src])
     require("paddle", "paddle")
     source = find_source(src)
     src_config, _ = read_config(source.directory)
@@ -296,14 +256,18 @@ def convert_paddle(
         src_config = read_config(Path(tokenizer_dir))[0].merged(src_config)
     final_task = check_task(task or src_config.task, Path(src))
     asked_labels = parse_labels(labels)
-    dygraph = _load_dygraph(source, task) if source.kind == "dygraph" else None
-    with staged_dir(out, overwrite) as stage:
+    with ExitStack() as stack:
+        weights = None
+        if source.kind == "dygraph":
+            weights = stack.enter_context(loadable_checkpoint(source.directory, trust_pickle))
+        dygraph = _load_dygraph(source, task, weights) if weights is not None else None
+        stage = stack.enter_context(staged_dir(out, overwrite))
         copy_model_files(source.directory, stage)
         if tokenizer_dir is not None:
             _copy_tokenizer(Path(tokenizer_dir), stage)
         tokenizer = _tokenizer(stage, source)
         if dygraph is not None:
-            program, params = _export_dygraph(dygraph[0], source.directory)
+            program, params = _export_dygraph(dygraph[0], weights or source.directory)
             reference = _dygraph_reference(dygraph[0])
         else:
             program, params = source.static_files
@@ -339,8 +303,12 @@ def convert_paddle(
             stage,
             ModelConfig(task=final_task, labels=final_labels, max_seq_length=max_seq_length),
         )
+        check_loads(stage, out)
         size = file_mb(stage / "model.onnx")
-    return ConvertReport(out, source.label, final_task, final_labels, opset, parity, size)
+        written = graph_opset(stage / "model.onnx")
+    return ConvertReport(
+        out, source.label, final_task, final_labels, written, parity, size, asked_opset=opset
+    )
 
 
 def _tokenizer(stage: Path, source: PaddleSource) -> Tokenizer:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.common import TOKENIZER_FILES
-from ernie_deploy.convert.outdir import check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.quantize_report import (
     QuantizeReport,
     evaluate_labelled,
@@ -55,7 +55,8 @@ from ernie_deploy.convert.quantize_report import (
     probe_parity,
     read_eval_file,
 )
-from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError
+from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError, first_line
+from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import ModelConfig, ModelFiles, find_model, validate
 
 
@@ -130,7 +131,7 @@ def quantize_model(
     chosen = _check_preset(preset)
     reduce = chosen.reduce_range if reduce_range is None else bool(reduce_range)
     types = _check_op_types(op_types)
-    out = check_output(out, overwrite)
+    out = check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
     if out.resolve() == files.onnx_path.parent.resolve():
         raise InputError(
@@ -152,6 +153,7 @@ def quantize_model(
             raise ConfigError(_nothing_quantized(graph, types, files.onnx_path))
         parity = probe_parity(files, target, task)
         parity.require("try another preset, reduce_range=True, or op_types=('MatMul',)")
+        check_loads(stage, out, task)
         cosine = probe_cosine(files, stage) if task == "embedding" else None
         evaluation = None
         if examples is not None and eval_file is not None and task is not None:
@@ -203,9 +205,7 @@ def _check_op_types(op_types: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _load_graph(path: Path) -> Any:
-    import onnx
-
-    return onnx.load(str(path), load_external_data=False)
+    return read_graph(path)
 
 
 def _external_files(graph: Any) -> set[str]:
@@ -288,9 +288,9 @@ def _quantize(
                     },
                 )
         except Exception as exc:  # the quantizer raises assorted error types on odd graphs
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UnsupportedGraphError(
-                f"ONNX Runtime's quantiser failed on {src} ({type(exc).__name__}: {first[:200]}): "
+                f"ONNX Runtime's quantiser failed on {src} ({type(exc).__name__}: "
+                f"{first_line(exc, 200)}): "
                 "try op_types=('MatMul',) (--op-types MatMul) or check the model loads."
             ) from exc
 

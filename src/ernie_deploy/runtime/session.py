@@ -14,7 +14,9 @@ from ernie_deploy.errors import (
     ConfigError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelRunError,
     UnsupportedGraphError,
+    first_line,
 )
 from ernie_deploy.runtime import device as _device
 from ernie_deploy.runtime import gpu as _gpu
@@ -165,7 +167,15 @@ class OnnxModel:
             ort_feeds[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
         names = list(output_names) if output_names is not None else list(self.outputs)
         run = self._run_bound if self.bind_io else self.session.run  # type: ignore[attr-defined]
-        values = run(names, ort_feeds)
+        try:
+            values = run(names, ort_feeds)
+        except Exception as exc:  # ORT raises several unrelated types: wrapped here, once
+            shape = "x".join(str(n) for n in next(iter(ort_feeds.values())).shape)
+            raise ModelRunError(
+                f"ONNX Runtime failed running {self.path.name} on a {shape} batch "
+                f"({first_line(exc)}): check that the model was exported for this task and "
+                "these input lengths."
+            ) from exc
         return dict(zip(names, values))
 
     def _run_bound(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -259,10 +269,8 @@ def load_model(
                 provider_options=[opts for _, opts in chosen],
             )
         except Exception as exc:  # ORT raises several unrelated exception types
-            text = str(exc).strip()
-            first = text.splitlines()[0] if text else type(exc).__name__
             raise ModelLoadError(
-                f"ONNX Runtime cannot load {model_path} ({first[:300]}): re-export the model "
+                f"ONNX Runtime cannot load {model_path} ({first_line(exc)}): re-export the model "
                 "(e.g. with paddle2onnx or `ernie-deploy convert`) and check the file is complete."
             ) from exc
 

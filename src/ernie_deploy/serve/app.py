@@ -16,18 +16,23 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from ernie_deploy.api import AnyPredictor
 from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.compat import compat_router
-from ernie_deploy.serve.guards import BodyLimitMiddleware, api_key_dependencies
+from ernie_deploy.serve.guards import BodyLimitMiddleware, api_key_dependencies, key_matches
+from ernie_deploy.serve.infinity import infinity_router
 from ernie_deploy.serve.metrics import Metrics, MetricsMiddleware
+from ernie_deploy.serve.openapi import install_docs
+from ernie_deploy.serve.playground import playground_router
 from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.routes import ERROR_RESPONSES, task_router
 from ernie_deploy.serve.settings import ServeSettings
+from ernie_deploy.serve.simple_serving import simple_serving_router
 from ernie_deploy.serve.status import install_error_handlers
+from ernie_deploy.serve.tei import tei_router
 
 DESCRIPTION = """NER, classification, embedding and rerank on ONNX Runtime, batched across
 requests. Errors are `{"error": {"type", "message"}}`; the message names the fix."""
@@ -56,6 +61,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_url=None,  # install_docs adds them, behind the key unless the docs are public
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.registry = registry
     app.state.metrics = metrics
@@ -63,15 +71,21 @@ def create_app(
     protected = api_key_dependencies(settings.api_key)
     app.include_router(task_router(registry, settings), dependencies=protected)
     app.include_router(compat_router(registry, settings), dependencies=protected)
+    app.include_router(simple_serving_router(registry, settings), dependencies=protected)
+    app.include_router(tei_router(registry, settings), dependencies=protected)
+    app.include_router(infinity_router(registry, settings), dependencies=protected)
     app.include_router(_service_router(registry, metrics), dependencies=protected)
-    app.include_router(_health_router(registry))
+    app.include_router(_health_router(registry, settings))
+    install_docs(app, registry, settings)
+    if settings.playground_on:  # GET / only: POST / stays free for other routes
+        app.include_router(playground_router())
     # Outermost first: count every request (413s included), then cap the body.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
 
-def _health_router(registry: Registry) -> APIRouter:
+def _health_router(registry: Registry, settings: ServeSettings) -> APIRouter:
     router = APIRouter(tags=["service"])
 
     @router.get(
@@ -80,11 +94,15 @@ def _health_router(registry: Registry) -> APIRouter:
         responses={503: {"model": s.Health, "description": "Not ready."}},
         summary="Readiness",
     )
-    async def health() -> Any:
-        """200 once every model is loaded, warmed and its inference thread runs; else 503."""
-        names = list(registry.models)
+    async def health(request: Request) -> Any:
+        """200 once every model is loaded, warmed and its inference thread runs; else 503.
+
+        The model names are listed when the docs are public or the request carries the key."""
+        key = settings.api_key
+        shown = settings.docs_open or key_matches(request.headers.get("authorization"), key)
+        names = list(registry.models) if shown else None
         if registry.healthy:
-            return {"status": "ok", "models": names}
+            return JSONResponse({"status": "ok", "models": names})
         if registry.stopping:
             status = "stopping"
         elif registry.ready:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ernie_deploy.errors import ErnieDeployError, ModelRunError, NotReadyError
+from ernie_deploy.errors import ErnieDeployError, NotReadyError
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import Batch, Encoded, pad
 from ernie_deploy.tasks.engine import Engine
@@ -128,12 +128,20 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def run(self, seqs: Sequence[Encoded], output: str) -> Iterator[tuple[Batch, np.ndarray]]:
-        """Engine.run through the queue: blocks the calling thread until every row has run."""
+    def run(
+        self,
+        seqs: Sequence[Encoded],
+        output: str,
+        on_job: Callable[[_Job], None] | None = None,
+    ) -> Iterator[tuple[Batch, np.ndarray]]:
+        """Engine.run through the queue: blocks the calling thread until every row has run
+        (`on_job` sees the job first, so that its request can cancel it)."""
         if not seqs:
             return iter(())
         tokens = sum(len(s.input_ids) for s in seqs)
         job = _Job(seqs, output, time.monotonic(), tokens, len(seqs))
+        if on_job is not None:
+            on_job(job)
         with self._cond:
             if self._stopping or not self.alive:
                 raise NotReadyError(
@@ -148,6 +156,19 @@ class Batcher:
         if job.error is not None:
             raise job.error
         return iter(job.parts)
+
+    def cancel(self, jobs: Sequence[_Job]) -> None:
+        """Give up on `jobs` (their request was cut off): rows not yet run are skipped and the
+        waiting worker thread gets NotReadyError at once."""
+        error = NotReadyError(
+            f"Model {self.name!r} dropped a request cut off by the server's shutdown: retry it."
+        )
+        with self._cond:
+            self._pending = [j for j in self._pending if j not in jobs]
+            for job in jobs:
+                if not job.done.is_set():
+                    job.error = error
+                    job.done.set()
 
     def _full(self) -> bool:
         limits = self.limits
@@ -199,18 +220,8 @@ class Batcher:
         start = time.perf_counter()
         try:
             values = self.model.run(features, [output])[output]
-        except ErnieDeployError as exc:
+        except ErnieDeployError as exc:  # OnnxModel.run wraps ORT's failures as ModelRunError
             self._fail({job for job, _, _ in live}, exc)
-            return
-        except Exception as exc:  # ONNX Runtime raises several unrelated types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            self._fail(
-                {job for job, _, _ in live},
-                ModelRunError(
-                    f"Model {self.name!r} failed while running a batch ({first}): check the "
-                    "server log; the model may not support these inputs."
-                ),
-            )
             return
         seconds = time.perf_counter() - start
         by_job: dict[_Job, list[int]] = {}
@@ -273,7 +284,26 @@ class QueuedEngine(Engine):
         super().__init__(engine.model, engine.tokenizer, engine.max_seq_length, engine.batch_size)
         self.batcher = batcher
         self.tokens = 0
+        self._jobs: list[_Job] = []
+        self._cancelled = False
+        self._lock = threading.Lock()
 
     def run(self, seqs: Sequence[Encoded], output: str) -> Iterator[tuple[Batch, np.ndarray]]:
         self.tokens += sum(len(s.input_ids) for s in seqs)
-        return self.batcher.run(seqs, output)
+        return self.batcher.run(seqs, output, on_job=self._track)
+
+    def cancel(self) -> None:
+        """The request was cut off: drop its rows still queued, and refuse any more."""
+        with self._lock:
+            self._cancelled = True
+            jobs = list(self._jobs)
+        self.batcher.cancel(jobs)
+
+    def _track(self, job: _Job) -> None:
+        with self._lock:
+            if self._cancelled:
+                raise NotReadyError(
+                    f"Model {self.batcher.name!r} dropped a request cut off by the server's "
+                    "shutdown: retry it."
+                )
+            self._jobs.append(job)

@@ -85,6 +85,16 @@ FORM = b"application/x-www-form-urlencoded"
 _bearer = HTTPBearer(auto_error=False, description="The API key the server was started with.")
 
 
+def key_matches(authorization: str | None, key: str | None) -> bool:
+    """Whether an Authorization header carries `Bearer KEY` (constant-time; True without a key)."""
+    if not key:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    return hmac.compare_digest(given.strip().encode("utf-8"), key.encode("utf-8"))
+
+
 def api_key_dependencies(key: str | None) -> list[Any]:
     """FastAPI dependencies letting a request through only with `Authorization: Bearer KEY`
     (none when the server has no key)."""

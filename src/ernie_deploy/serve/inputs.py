@@ -1,4 +1,4 @@
-"""Request input limits: texts per request and characters per text, checked before queueing."""
+"""Request input limits: texts and characters per request, characters per text; checked first."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def check_inputs(
 ) -> list[str]:
     """The request's texts as a list, within the server's limits.
 
-    Empty texts raise EmptyInputError (400). More than `max_texts` raise InputError (422). A text
+    Empty texts raise EmptyInputError (400), a lone surrogate InputEncodingError (422). More than
+    `max_texts`, or more than `max_request_chars` in all, raise InputError (422). A text
     over `max_chars` is cut to it when `truncate` (the model then truncates its tokens as asked),
     else it raises InputTooLongError (422) naming the limit; `windowed` (NER) only changes the
     advice, since NER windows long texts but still within the character limit.
@@ -41,5 +42,12 @@ def check_inputs(
         raise InputTooLongError(
             f"{what.capitalize()} {i} has {len(text)} characters but the server takes at most "
             f"{limit} per {what}: {fix}."
+        )
+    total = sum(len(t) for t in out)
+    if total > settings.max_request_chars:
+        raise InputError(
+            f"The request's {what}s hold {total} characters but the server takes at most "
+            f"{settings.max_request_chars} per request: split it into several requests, or start "
+            "the server with a larger --max-request-chars."
         )
     return out

@@ -106,8 +106,13 @@ def app_builder(
         keep: list[Any] = []
         local = []
         for spec in specs:
-            path = files[spec.name].local(keep)[0] if spec.name in files else spec.path
-            local.append(replace(spec, path=path, threads=spec.threads or threads))
+            options = spec.options.updated(threads=spec.options.threads or threads)
+            if spec.name in files:
+                path, tok = files[spec.name].local(keep)
+                options = options.updated(tokenizer_dir=tok)
+            else:
+                path = spec.path
+            local.append(replace(spec, path=path, options=options))
         log = logging.getLogger("ernie_deploy.serve")
         app = create_app(load_models(local, notify=log.info), settings)
         app.state.model_files = keep  # temporary copies of shipped models live as long as the app
@@ -132,7 +137,7 @@ def serve_ray(
     try:
         _, cpus = cpu_share(options.most, "--replicas" if options.replicas else "--max-replicas")
         ship = bool(options.address)  # other nodes may not have the paths
-        files = {s.name: worker_model(s.path, None, ship) for s in specs}
+        files = {s.name: worker_model(s.path, s.options.tokenizer_dir, ship) for s in specs}
         builder = app_builder(specs, settings, files, cpus)
         serve.start(
             http_options={"host": settings.host, "port": settings.port},

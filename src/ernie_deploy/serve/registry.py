@@ -107,6 +107,15 @@ class Registry:
             if served.pool is not None:
                 served.pool.shutdown(wait=True)
 
+    def embedding_size(self, name: str) -> int | None:
+        """The vector size of an embedding model, when its graph declares it; else None."""
+        predictor = self.models[name].predictor
+        if predictor.task != "embedding":
+            return None
+        shape = predictor.model.output_shapes.get(getattr(predictor, "output", ""), [])
+        size = shape[-1] if shape else None
+        return size if isinstance(size, int) and size > 0 else None
+
     @property
     def healthy(self) -> bool:
         return self.ready and all(m.batcher.alive for m in self.models.values())
@@ -157,7 +166,16 @@ class Registry:
         try:
             predictor, engine = request_copy(served, options)
             loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(served.pool, fn, predictor)
+            try:
+                value = await loop.run_in_executor(served.pool, fn, predictor)
+            except asyncio.CancelledError:
+                # uvicorn cuts requests off when the shutdown grace period is over: drop the
+                # request's queued rows (freeing its worker) and answer 503 instead of a traceback.
+                engine.cancel()
+                raise NotReadyError(
+                    f"The server is shutting down and cut this request off after its "
+                    f"{self.settings.graceful_timeout_s:g} s grace period: retry it."
+                ) from None
             return Outcome(value, engine.tokens)
         finally:
             served.in_flight -= 1

@@ -7,11 +7,19 @@ they do not use, as the services they imitate do.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
+from pydantic_core import PydanticCustomError
 
-Texts = Union[str, list[str]]
+# What the server accepts, said in the schema but checked by the routes (so an empty text gets
+# the 400 naming the fix, not a generic validation error): not blank, lists not empty.
+NOT_BLANK = {"type": "string", "minLength": 1, "pattern": "\\S"}
+Text = Annotated[str, WithJsonSchema(NOT_BLANK)]
+TextList = Annotated[
+    list[str], WithJsonSchema({"type": "array", "items": NOT_BLANK, "minItems": 1})
+]
+Texts = Union[Text, TextList]
 _TEXTS = Field(
     description="One text or a list of texts (non-empty strings).",
     examples=[["乔丹在北京打球", "科比来到重庆"]],
@@ -20,10 +28,10 @@ _MODEL = Field(
     default=None,
     description="The served model's name; optional when one model of the route's task is loaded.",
 )
-_TRUNCATE = Field(
-    default=False,
+_TRUNCATE: Any = Field(
+    default=None,
     description="Cut texts longer than the model (or the server's character limit) instead of "
-    "answering 422.",
+    "answering 422; default: the server's --truncate.",
 )
 
 
@@ -49,13 +57,13 @@ class ClassifyRequest(_Native):
     top_k: Optional[int] = Field(
         default=None, ge=1, le=1000, description="List the k best labels (default: the model's)."
     )
-    truncate: bool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class EmbedRequest(_Native):
     texts: Texts = _TEXTS
     model: Optional[str] = _MODEL
-    truncate: bool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class TokenizeRequest(_Native):
@@ -132,19 +140,20 @@ class TokenizeResponse(BaseModel):
 
 
 class Document(_Compat):
-    text: str
+    text: Text
 
 
 class RerankRequest(_Compat):
-    query: str = Field(examples=["乔丹"])
-    documents: list[Union[str, Document]] = Field(
+    query: Text = Field(examples=["乔丹"])
+    documents: list[Union[Text, Document]] = Field(
         description="Strings, or objects with a 'text' field.",
         examples=[["乔丹在北京打球", "今天天气很好"]],
+        json_schema_extra={"minItems": 1},
     )
     top_n: Optional[int] = Field(default=None, ge=1, description="Return the n best only.")
-    return_documents: bool = Field(default=False, description="Include each document's text.")
+    return_documents: StrictBool = Field(default=False, description="Include each document's text.")
     model: Optional[str] = _MODEL
-    truncate: bool = _TRUNCATE
+    truncate: Optional[StrictBool] = _TRUNCATE
 
 
 class RerankHit(BaseModel):
@@ -176,6 +185,24 @@ class EmbeddingsRequest(_Compat):
         default=None, ge=1, description="Must equal the model's size when given."
     )
     user: Optional[str] = None
+    truncate: Optional[StrictBool] = _TRUNCATE
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        """OpenAI also takes token ids (tiktoken's), which no BERT vocabulary reads: say so."""
+        if isinstance(value, list) and value:
+            first = value[0][0] if isinstance(value[0], list) and value[0] else value[0]
+            if isinstance(first, int) and not isinstance(first, bool):
+                raise PydanticCustomError("token_ids", TOKEN_IDS)
+        return value
+
+
+TOKEN_IDS = (
+    "'input' holds token ids (OpenAI's tiktoken ids), which this server's models cannot read: "
+    "send the texts themselves (LangChain: OpenAIEmbeddings(..., "
+    "check_embedding_ctx_length=False))."
+)
 
 
 class EmbeddingData(BaseModel):
@@ -200,26 +227,31 @@ class EmbeddingsResponse(BaseModel):
 
 
 class SimpleServingData(_Compat):
-    text: Union[str, list[Union[str, list[str]]]] = Field(
+    text: Union[Text, list[Union[Text, list[str]]]] = Field(
         description="A text, a list of texts, or texts split into characters (lists of str).",
         examples=[["乔丹在北京打球"]],
     )
-    text_pair: Optional[Any] = Field(default=None, description="Not supported: leave it out.")
+    text_pair: Optional[Union[Text, list[Union[Text, list[str]]]]] = Field(
+        default=None,
+        description="Classification of pairs: one second text per text (afqmc, LCQMC).",
+    )
 
 
 class SimpleServingRequest(_Compat):
     data: SimpleServingData
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="prob_limit (multi-label threshold) is used; max_seq_len and batch_size are "
-        "the server's.",
+        description="prob_limit (multi-label threshold), max_seq_len (tokens per sequence) and "
+        "truncation (default true: cut texts over max_seq_len) are used; batch_size is the "
+        "server's.",
     )
 
 
 class SimpleServingResponse(BaseModel):
     result: dict[str, Any] = Field(
-        description='token_cls: {"value": [[{"entity", "label", "pos": [start, end]}]]}; '
-        'seq_cls: {"label": [index], "confidence": [p], "label_name": [name]}.'
+        description='token_cls: {"value": [[{"entity", "label", "pos": [start, end]}]] (end '
+        'inclusive), "tokens_label": [[tag id]]}; seq_cls: {"label": [index], "confidence": '
+        '[p], "label_name": [name]}.'
     )
 
 
@@ -243,7 +275,9 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "starting", "stopping", "unhealthy"]
-    models: list[str]
+    models: Optional[list[str]] = Field(
+        description="The served names; null when the docs are closed and no key was sent."
+    )
 
 
 class ErrorDetail(BaseModel):

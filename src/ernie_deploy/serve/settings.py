@@ -15,10 +15,12 @@ A config file lists models and limits (every key optional; command-line values w
     task = "embedding"
     device = "cuda:0"
     fp16 = true
+    pooling = "mean"                     # any load() option: labels, decode, strict, ...
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.errors import ConfigError, MissingDependencyError
+from ernie_deploy.options import OPTION_NAMES, LoadOptions
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MODEL_KEYS = ("path", "task", "device", "fp16", "max_seq_length", "threads")
+MODEL_KEYS = ("path", *OPTION_NAMES)
 
 
 @dataclass(frozen=True)
@@ -38,20 +41,14 @@ class ModelSpec:
     Args:
         name: the name requests use (`model` field, `/models/{name}`); letters, digits, `._-`.
         path: a model directory, an .onnx file or a bundled model's name (`ernie-deploy models`).
-        task: token_cls, seq_cls, embedding or rerank; None reads it from the directory.
-        device: "auto", "cpu", "cuda[:N]" or "tensorrt[:N]".
-        fp16: fp16 on CUDA with compute capability >= 7.0.
-        max_seq_length: tokens per sequence; None reads it from the directory.
-        threads: ONNX Runtime intra-op threads; None sizes them from the usable CPUs.
+        options: how to load it: every `LoadOptions` field (task, device, fp16, labels, decode,
+            strict, pooling, normalize, max_seq_length, threads, ...), settable per model in
+            the config file's `[models.NAME]` table.
     """
 
     name: str
     path: str
-    task: str | None = None
-    device: str = "auto"
-    fp16: bool = False
-    max_seq_length: int | None = None
-    threads: int | None = None
+    options: LoadOptions = field(default_factory=LoadOptions)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -64,7 +61,9 @@ class ServeSettings:
     Args:
         host: address to bind; 127.0.0.1 unless told otherwise.
         port: TCP port.
-        api_key: when set, every route but /health and the docs needs `Authorization: Bearer KEY`.
+        api_key: when set, every route but /health needs `Authorization: Bearer KEY`.
+        public_docs: serve /docs, /redoc and /openapi.json without the key and list the model
+            names in /health; None (the default) means open without an api_key, closed with one.
         max_batch_tokens: a batch holds at most this many padded tokens (rows x longest row);
             a single row longer than that still runs, alone.
         max_batch_size: rows (sequences) per batch.
@@ -76,14 +75,22 @@ class ServeSettings:
         max_texts: texts (or documents) per request.
         max_chars: characters per text; NER windows long texts up to it, other tasks cut texts
             to it only when the request says `"truncate": true`.
+        max_request_chars: characters per request, all its texts together (bounds the work and
+            the answer one request may ask for).
+        truncate: cut over-long texts when a request does not say (its `truncate` field wins);
+            False answers them 422.
         workers: threads per model that tokenize and post-process its requests (inference has
             one more thread per model).
-        graceful_timeout_s: on SIGTERM, how long queued requests may take before being cut off.
+        graceful_timeout_s: on SIGTERM, how long the requests in flight may take before being
+            cut off (their queued batches are dropped) and the server exits.
+        playground: serve the playground page at `GET /`; None (the default) serves it only
+            when `host` is a loopback address (127.0.0.1, localhost, ::1).
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
+    public_docs: bool | None = None
     max_batch_tokens: int = 16384
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
@@ -92,8 +99,11 @@ class ServeSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_texts: int = 256
     max_chars: int = 20_000
+    max_request_chars: int = 100_000
+    truncate: bool = False
     workers: int = 32
     graceful_timeout_s: float = 30.0
+    playground: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -107,6 +117,7 @@ class ServeSettings:
             "max_body_bytes",
             "max_texts",
             "max_chars",
+            "max_request_chars",
             "workers",
         )
         for name in positive:
@@ -117,14 +128,44 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+        if not isinstance(self.truncate, bool):
+            raise ConfigError(f"truncate must be true or false, got {self.truncate!r}.")
+        if self.public_docs is not None and not isinstance(self.public_docs, bool):
+            raise ConfigError(f"public_docs must be true or false, got {self.public_docs!r}.")
         value = self.max_padding
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
             raise ConfigError(
                 f"max_padding must be a number of at least 1 (padded / real tokens), got {value!r}."
             )
+        if self.playground is not None and not isinstance(self.playground, bool):
+            raise ConfigError(f"playground must be true or false, got {self.playground!r}.")
+
+    @property
+    def playground_on(self) -> bool:
+        """Whether `GET /` serves the playground page (`playground`, else: a loopback host)."""
+        return is_loopback(self.host) if self.playground is None else self.playground
+
+    def truncating(self, asked: bool | None) -> bool:
+        """A request's `truncate` field, or the server's default when it gives none."""
+        return self.truncate if asked is None else asked
+
+    @property
+    def docs_open(self) -> bool:
+        """Whether /docs, /redoc, /openapi.json and /health's model names need no key."""
+        return self.api_key is None if self.public_docs is None else self.public_docs
 
 
 SETTING_KEYS = tuple(f.name for f in fields(ServeSettings))
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_name(name: str) -> str:
@@ -213,7 +254,10 @@ def _model_entry(path: Path, name: str, value: object) -> ModelSpec:
             f"Config {path}: models.{name} has unknown keys {', '.join(unknown)}: "
             f"use {', '.join(MODEL_KEYS)}."
         )
-    return ModelSpec(name=name, **value)
+    values = dict(value)
+    model_path = values.pop("path")
+    where = f"Config {path}: models.{name}"
+    return ModelSpec(name=name, path=model_path, options=LoadOptions.from_mapping(values, where))
 
 
 def build_settings(file_values: Mapping[str, Any], **overrides: Any) -> ServeSettings:

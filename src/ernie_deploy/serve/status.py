@@ -95,6 +95,9 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
             f"The request body is not valid JSON ({reason.get('error', 'malformed')}): fix its "
             "syntax.",
         )
+    ids = next((e for e in errors if e.get("type") == "token_ids"), None)
+    if ids is not None:  # a known client's default, answered with the fix itself
+        return error_response(422, "invalid_input", str(ids["msg"]), param="input")
     problems: dict[str, str] = {}  # one line per field (union branches repeat themselves)
     for e in errors:
         problems.setdefault(_field(e.get("loc", ())), str(e.get("msg", "is invalid")))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError, EmptyInputError, InputError
+from ernie_deploy.errors import ConfigError, EmptyInputError, InputEncodingError, InputError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,20 @@ def check_texts(texts: object, what: str = "text", first_index: int = 0) -> list
             raise EmptyInputError(
                 f"{what.capitalize()} {first_index + i} is empty: remove empty {what}s before predicting."
             )
+        if not text.isascii():
+            check_unicode(text, f"{what.capitalize()} {first_index + i}")
     return out
+
+
+def check_unicode(text: str, where: str) -> None:
+    """A lone surrogate (half of a UTF-16 pair, e.g. from a cut JSON escape) is no character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputEncodingError(
+            f"{where} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which "
+            "is not valid Unicode text: fix that text (often a JSON \\ud8xx escape cut in half)."
+        ) from None
 
 
 def check_batch_size(batch_size: int) -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError, UnsupportedGraphError
-from ernie_deploy.tasks.engine import Engine, Predictor, pick_output
+from ernie_deploy.errors import ConfigError
+from ernie_deploy.runtime.checks import POOLED_NAMES, TOKEN_NAMES, embedding_output
+from ernie_deploy.tasks.engine import Engine, Predictor
 from ernie_deploy.tasks.results import EmbeddingResult
 
-POOLED_NAMES = ("sentence_embedding", "sentence_embeddings", "text_embeds", "embeddings")
-TOKEN_NAMES = ("last_hidden_state", "token_embeddings", "sequence_output")
+__all__ = ["POOLED_NAMES", "TOKEN_NAMES", "Embedder", "l2_normalize", "pool"]
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
@@ -43,15 +43,7 @@ class Embedder(Predictor[EmbeddingResult]):
         super().__init__(engine)
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"Unknown pooling {pooling!r}: use 'cls' or 'mean'.")
-        model = engine.model
-        pooled = [n for n in POOLED_NAMES if n in model.outputs]
-        if pooled:
-            self.output, self.token_level = pooled[0], False
-        else:
-            try:
-                self.output, self.token_level = pick_output(model, 3, TOKEN_NAMES), True
-            except UnsupportedGraphError:
-                self.output, self.token_level = pick_output(model, 2, ("pooler_output",)), False
+        self.output, self.token_level = embedding_output(engine.model)
         self.pooling = pooling
         self.normalize = normalize
         self.truncate = truncate

@@ -9,7 +9,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from ernie_deploy.errors import InputTooLongError, LabelMismatchError, UnsupportedGraphError
+from ernie_deploy.errors import InputTooLongError
+from ernie_deploy.runtime.checks import label_problem, pick_output
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import (
     Batch,
@@ -21,6 +22,7 @@ from ernie_deploy.tasks.batching import (
 from ernie_deploy.tasks.tokenization import Tokenizer
 
 R = TypeVar("R")
+__all__ = ["Engine", "Predictor", "check_label_count", "check_row_labels", "pick_output"]
 
 
 @dataclass
@@ -62,39 +64,16 @@ class Engine:
         return seqs
 
 
-def pick_output(model: OnnxModel, rank: int, preferred: Sequence[str]) -> str:
-    """The output to read: the first preferred name present, else the first of the given rank."""
-    for name in preferred:
-        if name in model.outputs and len(model.output_shapes[name]) == rank:
-            return name
-    for name in model.outputs:
-        if len(model.output_shapes[name]) == rank:
-            return name
-    shapes = ", ".join(f"{n} {model.output_shapes[n]}" for n in model.outputs)
-    raise UnsupportedGraphError(
-        f"{model.path.name} has no rank-{rank} output (it has {shapes}): export the model "
-        "with its task head, or pick the task that matches these outputs."
-    )
-
-
 def check_label_count(model: OnnxModel, output: str, labels: Sequence[str]) -> None:
     """Labels must match the size of the output's last axis where the graph states it."""
-    size = model.output_shapes[output][-1]
-    if isinstance(size, int) and size != len(labels):
-        raise LabelMismatchError(
-            f"The model outputs {size} classes but {len(labels)} labels were given "
-            f"({', '.join(labels[:8])}{', ...' if len(labels) > 8 else ''}): pass exactly "
-            f"{size} labels, in output order."
-        )
+    if problem := label_problem(model.output_shapes[output][-1], labels):
+        raise problem
 
 
 def check_row_labels(values: np.ndarray, labels: Sequence[str]) -> None:
     """The same check at run time, for graphs with a symbolic class axis."""
-    if values.shape[-1] != len(labels):
-        raise LabelMismatchError(
-            f"The model outputs {values.shape[-1]} classes but {len(labels)} labels were given: "
-            f"pass exactly {values.shape[-1]} labels, in output order."
-        )
+    if problem := label_problem(int(values.shape[-1]), labels):
+        raise problem
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ernie_deploy.errors import InputTooLongError, UnsupportedGraphError
+from ernie_deploy.errors import InputTooLongError
+from ernie_deploy.runtime.checks import rerank_width_problem
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import Encoded, check_texts
 from ernie_deploy.tasks.engine import Engine, pick_output, sigmoid
@@ -24,12 +25,9 @@ def truncate_pair(a: np.ndarray, b: np.ndarray, limit: int) -> tuple[np.ndarray,
     return a[:la], b[:lb]
 
 
-def _check_width(size: int) -> None:
-    if size not in (1, 2):
-        raise UnsupportedGraphError(
-            f"A reranker must output 1 logit or 2 classes per pair, this one outputs {size}: "
-            "load it with task='seq_cls' instead."
-        )
+def _check_width(size: object) -> None:
+    if problem := rerank_width_problem(size):
+        raise problem
 
 
 class Reranker:
@@ -49,9 +47,7 @@ class Reranker:
     def __init__(self, engine: Engine, truncate: bool = False) -> None:
         self.engine = engine
         self.output = pick_output(engine.model, 2, ("logits",))
-        size = engine.model.output_shapes[self.output][-1]
-        if isinstance(size, int):
-            _check_width(size)
+        _check_width(engine.model.output_shapes[self.output][-1])
         self.truncate = truncate
 
     @property

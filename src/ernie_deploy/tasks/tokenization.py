@@ -27,7 +27,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
-from ernie_deploy.errors import ConfigError, TokenizerNotFoundError
+from ernie_deploy.errors import ConfigError, TokenizerNotFoundError, first_line
 
 __all__ = ["Tokens", "Tokenizer"]
 
@@ -129,8 +129,17 @@ def _nfd() -> normalizers.Normalizer:
 
 def _read_vocab(vocab_file: Path) -> dict[str, int]:
     """Read vocab.txt as paddlenlp does: one token a line, a repeated token keeps its last id."""
-    with open(vocab_file, encoding="utf-8") as f:
-        return {line.rstrip("\n"): i for i, line in enumerate(f)}
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{vocab_file} is not UTF-8 (byte {exc.start} cannot be decoded; GBK?): re-save it as "
+            "UTF-8 (e.g. with iconv -f GBK -t UTF-8)."
+        ) from exc
+    if not vocab:
+        raise ConfigError(f"{vocab_file} is empty: use the model's own vocab.txt.")
+    return vocab
 
 
 def _wordpiece(vocab: dict[str, int], lowercase: bool) -> tokenizers.Tokenizer:
@@ -225,7 +234,13 @@ class Tokenizer:
         if path.is_file():  # e.g. the model.onnx next to the tokenizer files
             path = path.parent
         if (path / "tokenizer.json").is_file():
-            tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+            try:
+                tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+            except Exception as exc:  # the Rust loader raises a bare Exception
+                raise ConfigError(
+                    f"Cannot read {path / 'tokenizer.json'} ({first_line(exc, 200)}): save it "
+                    "again with the tokenizers library (UTF-8 JSON) or use the model's own file."
+                ) from exc
             pad = tok.padding["pad_id"] if tok.padding else None
             if pad is None:
                 pad = next((i for t in _PAD_CANDIDATES if (i := tok.token_to_id(t)) is not None), 0)

@@ -66,6 +66,14 @@ def convert_paddle_cmd(
     tolerance: Tolerance = None,
     max_seq_length: MaxLen = None,
     overwrite: Overwrite = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Let Paddle unpickle model_state.pdparams, which runs any code the file names "
+            "(default: only numpy arrays are read from it). Only for files you trust.",
+        ),
+    ] = False,
 ) -> None:
     """paddle2onnx, then Paddle vs ONNX Runtime on a probe batch; OUT is written only if they agree."""
     from ernie_deploy.convert.paddle import convert_paddle
@@ -83,6 +91,7 @@ def convert_paddle_cmd(
             tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
             max_seq_length=max_seq_length,
             overwrite=overwrite,
+            trust_pickle=trust_pickle,
         )
     )
 

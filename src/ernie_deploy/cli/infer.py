@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from ernie_deploy.errors import ErnieDeployError, InputError
+from ernie_deploy.options import LoadOptions
+from ernie_deploy.outputs import atomic_text, check_output
 from ernie_deploy.textio import JsonlWriter, chunked, iter_records
 
 GUIDE_LABELS = {
@@ -102,6 +105,7 @@ def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
         help="A .txt file (one text per line) or .jsonl file (field 'text').",
     )
     p.add_argument("--output_file", default=None, help="Write results as jsonl here.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing --output_file.")
     p.add_argument("--query", default=None, help="rerank: the query the texts are ranked for.")
     return p
 
@@ -115,6 +119,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "infer.py") -> int:
         return 2 if isinstance(exc, InputError) else 1
     except BrokenPipeError:
         return 1
+    except KeyboardInterrupt:
+        print("error: interrupted: the results written so far are kept.", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -138,23 +145,24 @@ def _run(args: argparse.Namespace) -> int:
     tok_dir = _tokenizer_dir(args)
     if args.text and args.input_file:
         raise InputError("Pass texts with --text or --input_file, not both.")
-    print(f"{BACKEND} Creating Engine ...")
-    files = find_model(args.model_path, tok_dir)
-    labels = None
-    if args.task_name in GUIDE_LABELS and not files.config.labels:
-        labels = GUIDE_LABELS[args.task_name]
-    predictor = load(
-        args.model_path,
+    if args.output_file:  # before the model is loaded
+        inputs = [args.input_file] if args.input_file else []
+        check_output(args.output_file, inputs, flag="--output_file", overwrite=args.overwrite)
+    options = LoadOptions(
         task=args.task_name,
         device=args.device,
         fp16=args.use_fp16,
-        labels=labels,
-        tokenizer_dir=tok_dir,
+        tokenizer_dir=str(tok_dir) if tok_dir else None,
         max_seq_length=args.max_seq_length,
         batch_size=args.batch_size,
         truncate=True,
         decode=args.decode,
     )
+    print(f"{BACKEND} Creating Engine ...")
+    files = find_model(args.model_path, tok_dir)
+    if args.task_name in GUIDE_LABELS and not files.config.labels:
+        options = options.updated(labels=GUIDE_LABELS[args.task_name])
+    predictor = load(args.model_path, options=options)
     model = predictor.model
     print(f"{BACKEND} Use {'GPU' if model.on_gpu else 'CPU'} to inference ...")
     if model.fp16_active:
@@ -164,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{BACKEND} Engine Created ...")
 
     records = _records(args)
-    out = open(args.output_file, "w", encoding="utf-8") if args.output_file else None  # noqa: SIM115
-    try:
+    output = atomic_text(Path(args.output_file)) if args.output_file else nullcontext(None)
+    with output as out:
         writer = JsonlWriter(out) if out else None
         if args.task_name == "rerank":
             return _rerank(predictor, args.query or DEMO_RERANK_QUERY, records, writer)
@@ -176,9 +184,6 @@ def _run(args: argparse.Namespace) -> int:
                 _print_result(args.task_name, result)
                 if writer:
                     writer.write({**record, **result.to_dict()})
-    finally:
-        if out:
-            out.close()
     return 0
 
 

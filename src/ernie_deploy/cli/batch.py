@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ernie_deploy.cli import options as opt
 from ernie_deploy.errors import ErnieDeployError, exit_code
 
 
@@ -46,23 +47,25 @@ def batch_cmd(
     batch_size: Annotated[
         int, typer.Option(help="Rows per predict call (a Ray batch; a local write).")
     ] = 256,
-    threads: Annotated[
-        Optional[int], typer.Option(help="local: ONNX Runtime threads (default: the usable CPUs).")
-    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start again instead of resuming OUTPUT.")
     ] = False,
     task: Annotated[Optional[str], typer.Option(help="token_cls, seq_cls, embedding.")] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
-    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 on CUDA (cc >= 7.0).")] = False,
-    max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence.")] = None,
-    truncate: Annotated[bool, typer.Option("--truncate", help="Cut over-long texts.")] = False,
-    top_k: Annotated[int, typer.Option(help="seq_cls: labels listed per text.")] = 1,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="token_cls: drop I-X tags that do not continue X.")
-    ] = False,
-    decode: Annotated[Optional[str], typer.Option(help="token_cls: argmax or viterbi.")] = None,
+    tokenizer: opt.Tokenizer = None,
+    device: opt.Device = "auto",
+    fp16: opt.Fp16 = False,
+    labels: opt.Labels = None,
+    max_seq_length: opt.MaxLen = None,
+    threads: Annotated[
+        Optional[int], typer.Option(help="local: ONNX Runtime threads (default: the usable CPUs).")
+    ] = None,
+    truncate: opt.Truncate = False,
+    top_k: opt.TopK = 1,
+    multi_label: opt.MultiLabel = False,
+    strict: opt.Strict = False,
+    decode: opt.Decode = None,
+    pooling: opt.Pooling = None,
+    normalize: opt.Normalize = None,
 ) -> None:
     """Predict every row of INPUT into OUTPUT: input columns kept, results beside them.
 
@@ -70,7 +73,7 @@ def batch_cmd(
     after the last row written (a crash loses no finished row). --engine ray runs the rows
     on a Ray cluster (the ray extra) with the same results, row for row.
     """
-    from ernie_deploy.batch import BatchOptions, ModelOptions, run_batch
+    from ernie_deploy.batch import BatchModel, BatchOptions, run_batch
 
     notify: Callable[[str], None] = lambda line: typer.echo(line, err=True)  # noqa: E731
     try:
@@ -80,7 +83,6 @@ def batch_cmd(
             prefix=result_prefix,
             batch_size=batch_size,
             engine=engine,
-            threads=threads,
             address=address,
             num_actors=num_actors,
             overwrite=overwrite,
@@ -89,18 +91,24 @@ def batch_cmd(
             from ernie_deploy.raycluster import require_ray
 
             require_ray("--engine ray")  # before the input is read or a model loaded
-        model_options = ModelOptions(
-            path=model,
+        load_options = opt.build_options(
             task=task,
-            tokenizer_dir=str(tokenizer) if tokenizer else None,
+            tokenizer=tokenizer,
             device=device,
             fp16=fp16,
+            labels=labels,
             max_seq_length=max_seq_length,
+            batch_size=32,
+            threads=threads,
             truncate=truncate,
             top_k=top_k,
+            multi_label=multi_label,
             strict=strict,
             decode=decode,
+            pooling=pooling,
+            normalize=normalize,
         )
+        model_options = BatchModel(model, load_options)
         with _Bar() as bar:
             report = run_batch(model_options, input_path, output_path, options, bar.start, notify)
     except ErnieDeployError as exc:

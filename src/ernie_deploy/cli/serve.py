@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ernie_deploy.errors import ConfigError, ErnieDeployError, MissingDependencyError, exit_code
+from ernie_deploy.options import parse_labels
 from ernie_deploy.serve.ray_serve import RayServeOptions
 from ernie_deploy.serve.settings import (
     ModelSpec,
@@ -47,6 +48,13 @@ def serve_cmd(
         Optional[list[str]],
         typer.Option(help="NAME=TASK for a model whose directory does not say its task."),
     ] = None,
+    labels: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="NAME=LABELS: a model's labels in output order ('O,B-PER,I-PER' or a file, one "
+            "per line), e.g. for a bare paddle2onnx .onnx; other options go in --config."
+        ),
+    ] = None,
     device: Annotated[
         Optional[str], typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N] (for every model).")
     ] = None,
@@ -65,8 +73,41 @@ def serve_cmd(
     max_body_bytes: Annotated[Limit, typer.Option(help="Request body limit [4 MiB].")] = None,
     max_texts: Annotated[Limit, typer.Option(help="Texts per request [256].")] = None,
     max_chars: Annotated[Limit, typer.Option(help="Characters per text [20000].")] = None,
+    max_request_chars: Annotated[
+        Limit, typer.Option(help="Characters per request, all texts together [100000].")
+    ] = None,
+    public_docs: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--public-docs/--no-public-docs",
+            help="Serve /docs, /openapi.json and /health's model names without the API key "
+            "[open without a key, closed with one].",
+            show_default=False,
+        ),
+    ] = None,
+    truncate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--truncate/--no-truncate",
+            help="Cut over-long texts when a request does not say (its truncate field wins) "
+            "[no: 422].",
+            show_default=False,
+        ),
+    ] = None,
+    graceful_timeout: Annotated[
+        Optional[float],
+        typer.Option(help="Seconds requests in flight may take after SIGTERM [30]."),
+    ] = None,
     workers: Annotated[
         Limit, typer.Option(help="Tokenize / post-process threads per model [32].")
+    ] = None,
+    playground: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--playground/--no-playground",
+            help="Serve the playground page at GET / (default: only on a loopback address).",
+            show_default=False,
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ray: Annotated[
@@ -84,12 +125,17 @@ def serve_cmd(
     try:
         _check_extra()
         ray_options = _ray_options(ray, address, replicas, min_replicas, max_replicas)
-        from ernie_deploy.serve.run import load_models, serve
+        from ernie_deploy.serve.run import bind, load_models, serve
 
         file_values, file_models = read_config(config) if config else ({}, [])
         specs = merge_models(file_models, [parse_model_arg(m) for m in models or []])
-        tasks = _tasks(task or [], {s.name for s in specs})
-        specs = [_with_defaults(s, tasks.get(s.name), device, fp16, threads) for s in specs]
+        names = {s.name for s in specs}
+        tasks = _per_model("--task", task or [], names)
+        label_lists = _per_model("--labels", labels or [], names)
+        specs = [
+            _with_defaults(s, tasks.get(s.name), label_lists.get(s.name), device, fp16, threads)
+            for s in specs
+        ]
         settings = build_settings(
             file_values,
             host=host,
@@ -102,16 +148,25 @@ def serve_cmd(
             max_body_bytes=max_body_bytes,
             max_texts=max_texts,
             max_chars=max_chars,
+            max_request_chars=max_request_chars,
+            public_docs=public_docs,
+            truncate=truncate,
+            graceful_timeout_s=graceful_timeout,
             workers=workers,
+            playground=playground,
         )
         _note_open(settings.host, settings.api_key)
         if ray_options is not None:
             raise typer.Exit(_serve_on_ray(specs, settings, ray_options, log_level))
+        sock = bind(settings.host, settings.port)  # a port in use is said before models load
         loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
+        if settings.playground_on and settings.port:
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            typer.echo(f"playground: http://{host}:{settings.port}/", err=True)
     except ErnieDeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exit_code(exc)) from None
-    raise typer.Exit(serve(loaded, settings, log_level=log_level))
+    raise typer.Exit(serve(loaded, settings, log_level=log_level, sock=sock))
 
 
 def _note_open(host: str, api_key: str | None) -> None:
@@ -161,7 +216,7 @@ def _serve_on_ray(
 
     for spec in specs:
         try:
-            find_model(spec.path)
+            find_model(spec.path, spec.options.tokenizer_dir)
         except ErnieDeployError as exc:
             raise type(exc)(f"Model {spec.name!r} ({spec.path}) failed to load: {exc}") from exc
     return serve_ray(
@@ -169,34 +224,45 @@ def _serve_on_ray(
     )
 
 
-def _tasks(values: list[str], names: set[str]) -> dict[str, str]:
-    """--task NAME=TASK values by model name."""
-    tasks = {}
+def _per_model(flag: str, values: list[str], names: set[str]) -> dict[str, str]:
+    """NAME=VALUE values of a per-model flag (--task, --labels), by model name."""
+    found = {}
     for value in values:
-        name, sep, task = value.partition("=")
+        name, sep, rest = value.partition("=")
         if not sep or name not in names:
             raise ConfigError(
-                f"--task {value!r} does not name a served model: use NAME=TASK with NAME one of "
+                f"{flag} {value!r} does not name a served model: use NAME=VALUE with NAME one of "
                 f"{', '.join(sorted(names))}."
             )
-        tasks[name] = task
-    return tasks
+        found[name] = rest
+    return found
 
 
 def _with_defaults(
-    spec: ModelSpec, task: str | None, device: str | None, fp16: bool, threads: int | None
+    spec: ModelSpec,
+    task: str | None,
+    labels: str | None,
+    device: str | None,
+    fp16: bool,
+    threads: int | None,
 ) -> ModelSpec:
-    """Command-line --task / --device / --fp16 / --threads apply to models not setting their own."""
+    """Command-line values: --task / --labels name a model; --device / --fp16 / --threads apply
+    to every model not setting its own in the config file."""
+    options = spec.options
     changes: dict[str, object] = {}
     if task is not None:
         changes["task"] = task
-    if device is not None and spec.device == "auto":
+    if labels is not None:
+        changes["labels"] = parse_labels(labels)
+    if device is not None and options.device == "auto":
         changes["device"] = device
-    if fp16 and not spec.fp16:
+    if fp16 and not options.fp16:
         changes["fp16"] = True
-    if threads is not None and spec.threads is None:
+    if threads is not None and options.threads is None:
         changes["threads"] = threads
-    return replace(spec, **changes) if changes else spec  # type: ignore[arg-type]
+    if not changes:
+        return spec
+    return replace(spec, options=options.updated(where=f"model {spec.name!r}", **changes))
 
 
 def _check_extra() -> None:

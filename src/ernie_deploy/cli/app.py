@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from ernie_deploy.cli_batch import register as _register_batch
-from ernie_deploy.cli_convert import register as _register_convert
-from ernie_deploy.cli_serve import register as _register_serve
+from ernie_deploy.cli import options as opt
+from ernie_deploy.cli.batch import register as _register_batch
+from ernie_deploy.cli.convert import register as _register_convert
+from ernie_deploy.cli.serve import register as _register_serve
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
@@ -40,7 +42,7 @@ def infer(ctx: typer.Context) -> None:
 
 
 def _infer_main(args: list[str]) -> int:
-    from ernie_deploy.infer_cli import main as infer_main
+    from ernie_deploy.cli.infer import main as infer_main
 
     return infer_main(args, prog="ernie-deploy infer")
 
@@ -55,28 +57,30 @@ def predict(
     output_file: Annotated[
         Optional[Path], typer.Option("--output-file", "-o", help="jsonl results (default stdout).")
     ] = None,
-    task: Annotated[
-        Optional[str], typer.Option(help="token_cls, seq_cls, embedding, rerank.")
-    ] = None,
-    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda[:N], tensorrt[:N].")] = "auto",
-    fp16: Annotated[bool, typer.Option("--fp16", help="fp16 on CUDA (cc >= 7.0).")] = False,
-    batch_size: Annotated[int, typer.Option(help="Sequences per session.run.")] = 32,
-    max_seq_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence.")] = None,
-    truncate: Annotated[bool, typer.Option("--truncate", help="Cut over-long texts.")] = False,
-    top_k: Annotated[int, typer.Option(help="seq_cls: labels listed per text.")] = 1,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="token_cls: drop I-X tags that do not continue X.")
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --output-file.")
     ] = False,
-    decode: Annotated[
-        Optional[str],
-        typer.Option(help="token_cls: argmax, or viterbi (best BIO-valid tag sequence)."),
-    ] = None,
+    task: opt.Task = None,
+    tokenizer: opt.Tokenizer = None,
+    device: opt.Device = "auto",
+    fp16: opt.Fp16 = False,
+    labels: opt.Labels = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per session.run.")] = 32,
+    max_seq_length: opt.MaxLen = None,
+    threads: opt.Threads = None,
+    truncate: opt.Truncate = False,
+    top_k: opt.TopK = 1,
+    multi_label: opt.MultiLabel = False,
+    strict: opt.Strict = False,
+    decode: opt.Decode = None,
+    pooling: opt.Pooling = None,
+    normalize: opt.Normalize = None,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
     text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
 ) -> None:
     """Predict texts given as arguments or in a file; results are jsonl, written as they are made."""
     from ernie_deploy.api import load
+    from ernie_deploy.outputs import atomic_text, check_output
     from ernie_deploy.textio import JsonlWriter, iter_records
 
     try:
@@ -84,6 +88,26 @@ def predict(
             raise InputError("Pass texts as arguments or with --input-file, not both.")
         if not texts and input_file is None:
             raise InputError("No texts given: pass them as arguments or with --input-file FILE.")
+        options = opt.build_options(
+            task=task,
+            tokenizer=tokenizer,
+            device=device,
+            fp16=fp16,
+            labels=labels,
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            threads=threads,
+            truncate=truncate,
+            top_k=top_k,
+            multi_label=multi_label,
+            strict=strict,
+            decode=decode,
+            pooling=pooling,
+            normalize=normalize,
+        )
+        if output_file is not None:  # before anything is read or loaded
+            inputs = [input_file] if input_file is not None else []
+            check_output(output_file, inputs, flag="--output-file", overwrite=overwrite)
         if input_file is not None:
             records: Iterator[dict[str, Any]] = iter_records(input_file, text_field)
             first = next(records)  # fail on a bad file before loading the model
@@ -92,29 +116,16 @@ def predict(
         else:
             records = iter([{"text": t} for t in texts or []])
             total = len(texts or [])
-        predictor = load(
-            model,
-            task=task,
-            device=device,
-            fp16=fp16,
-            tokenizer_dir=tokenizer,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            truncate=truncate,
-            top_k=top_k,
-            strict=strict or None,
-            decode=decode,
-        )
+        predictor = load(model, options=options)
         for notice in predictor.model.notices:
             typer.echo(f"note: {notice}", err=True)
-        out = output_file.open("w", encoding="utf-8") if output_file else sys.stdout
-        try:
+        with atomic_text(output_file) if output_file else nullcontext(sys.stdout) as out:
             _write_results(predictor, records, JsonlWriter(out), query, total, output_file)
-        finally:
-            if output_file:
-                out.close()
     except ErnieDeployError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted: the results written so far are kept.", err=True)
+        raise typer.Exit(130) from None
 
 
 def _count_lines(path: Path) -> int:
@@ -161,7 +172,7 @@ def inspect(
     tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer directory.")] = None,
 ) -> None:
     """Show a model's inputs, outputs, opset, task, labels and the execution providers."""
-    from ernie_deploy.inspect import describe
+    from ernie_deploy.cli.describe import describe
 
     try:
         typer.echo(describe(model, tokenizer))

@@ -1,0 +1,242 @@
+"""text-embeddings-inference's routes: `/embed`, `/rerank`, `/predict`, `/tokenize`, `/info`, `POST /`.
+
+Bodies and answers follow TEI's router (`inputs`, `normalize`, `truncate`, `raw_scores`,
+`return_text`; bare lists as answers), so `huggingface_hub.InferenceClient(model=URL)` and
+code written for TEI work unchanged. Differences: TEI serves one model, so each route picks the
+only loaded model of its task unless the body names one in `model`; `/tokenize` offsets are
+characters (TEI's are UTF-8 bytes); errors keep this server's `{"error": {...}}` body.
+`/rerank` also takes Infinity's body (`documents` instead of `texts`): see `serve.infinity`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, StrictBool, ValidationError
+
+from ernie_deploy.errors import InputError
+from ernie_deploy.serve import schemas as s
+from ernie_deploy.serve.infinity import InfinityRerankRequest, infinity_rerank
+from ernie_deploy.serve.inputs import check_inputs
+from ernie_deploy.serve.pairs import pair_logits, ranked_labels, scores
+from ernie_deploy.serve.registry import Registry, ServedModel
+from ernie_deploy.serve.render import answer
+from ernie_deploy.serve.routes import ERROR_RESPONSES, run_rerank
+from ernie_deploy.serve.settings import ServeSettings
+
+TEI_TASKS = {"embedding": "embed", "seq_cls": "predict", "rerank": "rerank"}
+
+
+class TeiEmbedRequest(s._Compat):
+    inputs: s.Texts
+    normalize: StrictBool = True
+    truncate: Optional[StrictBool] = None
+    model: Optional[str] = None
+
+
+class TeiRerankRequest(s._Compat):
+    query: s.Text
+    texts: list[s.Text] = Field(json_schema_extra={"minItems": 1})
+    truncate: Optional[StrictBool] = None
+    raw_scores: StrictBool = False
+    return_text: StrictBool = False
+    model: Optional[str] = None
+
+
+class TeiPredictRequest(s._Compat):
+    inputs: Union[s.Text, list[s.Text], list[list[s.Text]]]
+    truncate: Optional[StrictBool] = None
+    raw_scores: StrictBool = False
+    model: Optional[str] = None
+
+
+class TeiTokenizeRequest(s._Compat):
+    inputs: s.Texts
+    add_special_tokens: StrictBool = True
+    model: Optional[str] = None
+
+
+def tei_router(registry: Registry, settings: ServeSettings) -> APIRouter:
+    """TEI's routes (NER has no TEI route: use /v1/ner)."""
+    router = APIRouter(tags=["text-embeddings-inference"], responses=ERROR_RESPONSES)
+
+    async def embed(req: TeiEmbedRequest) -> Any:
+        served = registry.find(req.model, "embedding", "/embed")
+        truncate = settings.truncating(req.truncate)
+        texts = check_inputs(req.inputs, settings, truncate=truncate)
+        out = await registry.call(
+            served,
+            lambda p: p.vectors(texts).astype(float).tolist(),
+            truncate=truncate,
+            normalize=req.normalize,
+        )
+        return await answer(out.value)
+
+    async def rerank(req: Union[TeiRerankRequest, InfinityRerankRequest]) -> Any:
+        if isinstance(req, InfinityRerankRequest):
+            return await infinity_rerank(registry, settings, req)
+        top = await run_rerank(
+            registry,
+            settings,
+            req.model,
+            req.query,
+            list(req.texts),
+            None,
+            req.truncate,
+            "/rerank",
+        )
+        ranks = []
+        for hit in top.hits:
+            rank: dict[str, Any] = {"index": hit.index}
+            if req.return_text:
+                rank["text"] = req.texts[hit.index]
+            rank["score"] = hit.raw_score if req.raw_scores else hit.score
+            ranks.append(rank)
+        return await answer(ranks)
+
+    async def predict(req: TeiPredictRequest) -> Any:
+        served = registry.find(req.model, "seq_cls", "/predict")
+        truncate = settings.truncating(req.truncate)
+        single, pairs = _predict_inputs(req.inputs)
+        labels = list(served.predictor.labels)  # type: ignore[union-attr]
+
+        def run(p: Any) -> list[list[dict[str, Any]]]:
+            if pairs is not None:
+                a = check_inputs([x for x, _ in pairs], settings, truncate=truncate)
+                b = check_inputs([y for _, y in pairs], settings, truncate=truncate)
+                logits = pair_logits(p, list(zip(a, b)), truncate)
+            else:
+                logits = p.logits(texts)
+            return [ranked_labels(labels, row) for row in scores(p, logits, req.raw_scores)]
+
+        texts = check_inputs(single, settings, truncate=truncate) if single is not None else []
+        out = await registry.call(served, run, truncate=truncate)
+        is_batch = (
+            isinstance(req.inputs, list) and bool(req.inputs) and isinstance(req.inputs[0], list)
+        )
+        return await answer(out.value if is_batch else out.value[0])
+
+    async def tokenize(req: TeiTokenizeRequest) -> Any:
+        served = registry.find(req.model, None, "/tokenize")
+        texts = check_inputs(req.inputs, settings, windowed=True)
+        out = await registry.call(
+            served, lambda p: tei_tokens(p.engine.tokenizer, texts, req.add_special_tokens)
+        )
+        return await answer(out.value)
+
+    router.post("/embed", summary="Embed (TEI)")(embed)
+    router.post("/rerank", summary="Rerank (TEI `texts`, or Infinity `documents`)")(rerank)
+    router.post("/predict", summary="Classify texts or pairs (TEI)")(predict)
+    router.post("/tokenize", summary="Tokenize (TEI)")(tokenize)
+
+    @router.get("/info", summary="Model info (TEI)")
+    async def info(model: Optional[str] = None) -> Any:
+        """TEI's /info for the only model with a TEI task (or `?model=NAME`)."""
+        return _info(_tei_model(registry, model, "/info"), settings)
+
+    @router.post("/", include_in_schema=False)
+    async def root(request: Request) -> Any:
+        """TEI's root route, by the model's task: embed, predict or rerank."""
+        body = await request.json()
+        name = body.get("model") if isinstance(body, dict) else None
+        served = _tei_model(registry, name if isinstance(name, str) else None, "/")
+        kind = {"embed": (TeiEmbedRequest, embed), "predict": (TeiPredictRequest, predict)}
+        kind["rerank"] = (TeiRerankRequest, rerank)  # type: ignore[assignment]
+        schema, handler = kind[TEI_TASKS[served.task]]
+        try:
+            req = schema.model_validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        req.model = served.name
+        return await handler(req)  # type: ignore[operator]
+
+    return router
+
+
+def _predict_inputs(
+    inputs: str | list[str] | list[list[str]],
+) -> tuple[list[str] | None, list[tuple[str, str]] | None]:
+    """TEI's predict input: a text, a pair [a, b], or a batch of [a] / [a, b] lists."""
+    if isinstance(inputs, str):
+        return [inputs], None
+    if inputs and isinstance(inputs[0], str):
+        if len(inputs) == 1:
+            return [inputs[0]], None  # type: ignore[list-item]
+        if len(inputs) == 2:
+            return None, [(inputs[0], inputs[1])]  # type: ignore[list-item]
+    elif inputs and all(isinstance(x, list) and len(x) == 1 for x in inputs):
+        return [x[0] for x in inputs], None  # type: ignore[index]
+    elif inputs and all(isinstance(x, list) and len(x) == 2 for x in inputs):
+        return None, [(x[0], x[1]) for x in inputs]  # type: ignore[index]
+    raise InputError(
+        "'inputs' must be a text, a pair [text, text_pair], or a list of [text] or of "
+        "[text, text_pair] lists (not both): fix its shape."
+    )
+
+
+def _tei_model(registry: Registry, name: str | None, route: str) -> ServedModel:
+    if name is not None:
+        return registry.find(name, None, route)
+    found = [m for m in registry.models.values() if m.task in TEI_TASKS]
+    if len(found) != 1:
+        names = ", ".join(m.name for m in found) or "none"
+        raise InputError(
+            f"{route} serves the one embedding, classification or rerank model, and this server "
+            f"has {len(found)} ({names}): name one ('model' in the body, ?model= for /info)."
+        )
+    return found[0]
+
+
+def _info(served: ServedModel, settings: ServeSettings) -> dict[str, Any]:
+    from ernie_deploy import __version__
+
+    p: Any = served.predictor
+    if served.task == "embedding":
+        model_type: dict[str, Any] = {"embedding": {"pooling": p.pooling}}
+    else:
+        labels = list(getattr(p, "labels", ())) or ["LABEL_0"]
+        id2label = {str(i): label for i, label in enumerate(labels)}
+        kind = "classifier" if served.task == "seq_cls" else "reranker"
+        model_type = {
+            kind: {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}
+        }
+    return {
+        "model_id": str(p.model.path),
+        "model_sha": None,
+        "model_dtype": "float32",
+        "served_model_name": served.name,
+        "model_type": model_type,
+        "max_concurrent_requests": settings.max_queue,
+        "max_input_length": p.engine.max_seq_length,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_requests": settings.max_batch_size,
+        "max_client_batch_size": settings.max_texts,
+        "auto_truncate": settings.truncate,
+        "tokenization_workers": settings.workers,
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+    }
+
+
+def tei_tokens(tokenizer: Any, texts: list[str], special: bool) -> list[list[dict[str, Any]]]:
+    """TEI's tokens: {id, text, special, start, stop}, with character offsets."""
+    out = []
+    for t in tokenizer.tokenize(texts):
+        strings = tokenizer.tokens_to_strings(t.ids)
+        tokens = [
+            {"id": int(i), "text": tok, "special": False, "start": int(a), "stop": int(b)}
+            for i, tok, (a, b) in zip(t.ids, strings, t.offsets)
+        ]
+        if special:
+            ids, _, prefix = tokenizer.build_inputs(t.ids)
+            names = tokenizer.tokens_to_strings(ids)
+            wrap = [
+                {"id": int(i), "text": n, "special": True, "start": None, "stop": None}
+                for i, n in zip(ids, names)
+            ]
+            tokens = wrap[:prefix] + tokens + wrap[prefix + len(t.ids) :]
+        out.append(tokens)
+    return out
