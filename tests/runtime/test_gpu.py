@@ -309,6 +309,16 @@ def test_tensorrt_gets_fp16_flag_caches_and_profiles(
     assert [r() is not None for r in fake_gpu.alive] == [True, False]
 
 
+def test_load_gives_tensorrt_the_engine_batch_and_length(fake_gpu: type[FakeGpu]) -> None:
+    import ernie_deploy
+
+    ner = ernie_deploy.load("ner-zh", device="tensorrt", batch_size=4, max_seq_length=96)
+    assert ner.model.providers[0] == TRT
+    ((_, options),) = fake_gpu.calls
+    assert options[0]["trt_profile_max_shapes"] == "input_ids:4x96,token_type_ids:4x96"
+    assert options[0]["trt_profile_opt_shapes"] == "input_ids:4x96,token_type_ids:4x96"
+
+
 def test_tensorrt_profiles_keep_static_dims_and_every_input() -> None:
     profiles = gpu.shape_profiles(
         [("input_ids", ["b", 64]), ("token_type_ids", [4, "s"])], None, None
