@@ -82,7 +82,13 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
         raise ConfigError(f"max_seq_length {length} leaves no room for text: use at least 8.")
     model = load_model(
         files.onnx_path,
-        RuntimeConfig(device=opts.device, intra_op_threads=opts.threads, fp16=opts.fp16),
+        RuntimeConfig(
+            device=opts.device,
+            intra_op_threads=opts.threads,
+            fp16=opts.fp16,
+            batch_size=opts.batch_size,  # the TensorRT shape profile covers what the engine sends
+            max_seq_length=length,
+        ),
     )
     check_model(model, config, length)
     engine = Engine(model, tokenizer, length, opts.batch_size)
