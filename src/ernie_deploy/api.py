@@ -125,7 +125,7 @@ def load(
     if config.task == "embedding":
         return Embedder(
             engine,
-            pooling=config.pooling or "cls",
+            pooling=config.pooling,  # None: CLS, and Embedder warns that it guessed
             normalize=True if config.normalize is None else config.normalize,
             truncate=truncate,
         )

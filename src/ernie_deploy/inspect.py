@@ -36,7 +36,8 @@ def describe(path: str | Path, tokenizer_dir: str | Path | None = None) -> str:
         f"max length: {cfg.max_seq_length or '(default 128)'}",
     ]
     if cfg.task == "embedding":
-        lines.append(f"pooling:    {cfg.pooling or 'cls'}, normalize={cfg.normalize is not False}")
+        pooling = cfg.pooling or "cls (guessed: nothing here says; pass --pooling)"
+        lines.append(f"pooling:    {pooling}, normalize={cfg.normalize is not False}")
     ops = ", ".join(f"{d} {v}" for d, v in opsets(files.onnx_path).items())
     lines.append(f"opset:      {ops}")
     lines.append("inputs:")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ernie_deploy.errors import ConfigError, UnsupportedGraphError
@@ -10,6 +12,13 @@ from ernie_deploy.tasks.results import EmbeddingResult
 
 POOLED_NAMES = ("sentence_embedding", "sentence_embeddings", "text_embeds", "embeddings")
 TOKEN_NAMES = ("last_hidden_state", "token_embeddings", "sequence_output")
+GUESSED_POOLING = (
+    "{path}: nothing in the model directory says how to pool its token vectors (no "
+    "1_Pooling/config.json, no \"pooling\" in ernie_deploy.json), so CLS pooling is used: pass "
+    "pooling=\"mean\" (--pooling mean) for a sentence-transformers model exported without its "
+    "pooling files, which most of them need."
+)
+log = logging.getLogger("ernie_deploy")
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
@@ -30,7 +39,8 @@ class Embedder(Predictor[EmbeddingResult]):
     Args:
         engine: tokenizer + model + batching.
         pooling: "cls" or "mean", applied when the graph outputs token states; a graph that
-            outputs a pooled vector (e.g. `sentence_embedding`) is used as it is.
+            outputs a pooled vector (e.g. `sentence_embedding`) is used as it is. None: CLS,
+            with a warning (logged once per model) that the pooling was guessed.
         normalize: L2-normalise the vectors (cosine similarity = dot product).
         truncate: cut texts longer than max_seq_length instead of raising InputTooLongError.
     """
@@ -38,9 +48,15 @@ class Embedder(Predictor[EmbeddingResult]):
     task = "embedding"
 
     def __init__(
-        self, engine: Engine, pooling: str = "cls", normalize: bool = True, truncate: bool = False
+        self,
+        engine: Engine,
+        pooling: str | None = "cls",
+        normalize: bool = True,
+        truncate: bool = False,
     ) -> None:
         super().__init__(engine)
+        guessed = pooling is None
+        pooling = pooling or "cls"
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"Unknown pooling {pooling!r}: use 'cls' or 'mean'.")
         model = engine.model
@@ -53,6 +69,9 @@ class Embedder(Predictor[EmbeddingResult]):
             except UnsupportedGraphError:
                 self.output, self.token_level = pick_output(model, 2, ("pooler_output",)), False
         self.pooling = pooling
+        self.pooling_guessed = guessed and self.token_level
+        if self.pooling_guessed:
+            log.warning(GUESSED_POOLING.format(path=model.path))
         self.normalize = normalize
         self.truncate = truncate
 
