@@ -14,10 +14,10 @@ POOLED_NAMES = ("sentence_embedding", "sentence_embeddings", "text_embeds", "emb
 TOKEN_NAMES = ("last_hidden_state", "token_embeddings", "sequence_output")
 GUESSED_POOLING = (
     "{path}: nothing in the model directory says how to pool its token vectors (no "
-    "1_Pooling/config.json, no \"pooling\" in ernie_deploy.json), so CLS pooling is used: for a "
-    "sentence-transformers model exported without its pooling files pass pooling=\"mean\" "
-    "(--pooling mean, or \"pooling\": \"mean\" in ernie_deploy.json), and the max_seq_length its sentence_bert_config.json gives (or copy that "
-    "file beside the model)."
+    '1_Pooling/config.json, no "pooling" in ernie_deploy.json), so CLS pooling is used: for a '
+    'sentence-transformers model exported without its pooling files pass pooling="mean" '
+    '(--pooling mean, or "pooling": "mean" in ernie_deploy.json), and the '
+    "max_seq_length its sentence_bert_config.json gives (or copy that file beside the model)."
 )
 log = logging.getLogger("ernie_deploy")
 
