@@ -157,6 +157,8 @@ def test_huggingface_hub_inference_client_on_the_root(
     assert several.status_code == 422 and "'model'" in several.json()["error"]["message"]
     named = httpx.post(server.url, json={"inputs": "hi", "model": "rr"}, headers=AUTH)
     assert named.status_code == 422  # a reranker's root takes {query, texts}
+    broken = httpx.post(server.url, content=b'{"inputs": ', headers=AUTH)
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_json"
     ranked = httpx.post(
         server.url, json={"query": "hi", "texts": DOCS, "model": "rr"}, headers=AUTH
     )

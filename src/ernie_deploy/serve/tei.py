@@ -10,6 +10,7 @@ characters (TEI's are UTF-8 bytes); errors keep this server's `{"error": {...}}`
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Optional, Union
 
 import numpy as np
@@ -155,18 +156,25 @@ def tei_router(registry: Registry, settings: ServeSettings) -> APIRouter:
     @router.post("/", include_in_schema=False)
     async def root(request: Request) -> Any:
         """TEI's root route, by the model's task: embed, predict or rerank."""
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError as exc:  # not JSON, or not UTF-8: the same 400 as every route
+            error = {"type": "json_invalid", "loc": ("body",), "msg": str(exc)}
+            raise RequestValidationError([{**error, "ctx": {"error": str(exc)}}]) from None
         name = body.get("model") if isinstance(body, dict) else None
         served = _tei_model(registry, name if isinstance(name, str) else None, "/")
-        kind = {"embed": (TeiEmbedRequest, embed), "predict": (TeiPredictRequest, predict)}
-        kind["rerank"] = (TeiRerankRequest, rerank)  # type: ignore[assignment]
-        schema, handler = kind[TEI_TASKS[served.task]]
+        kinds: dict[str, tuple[type[Any], Callable[[Any], Awaitable[Any]]]] = {
+            "embed": (TeiEmbedRequest, embed),
+            "predict": (TeiPredictRequest, predict),
+            "rerank": (TeiRerankRequest, rerank),
+        }
+        schema, handler = kinds[TEI_TASKS[served.task]]
         try:
-            req = schema.model_validate(body)
+            req: Any = schema.model_validate(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         req.model = served.name
-        return await handler(req)  # type: ignore[operator]
+        return await handler(req)
 
     return router
 
