@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
-from ernie_deploy.errors import InputError, InputTooLongError
+from ernie_deploy.errors import InputEncodingError, InputError, InputTooLongError
 from ernie_deploy.serve.settings import ServeSettings
 from ernie_deploy.tasks.batching import check_texts
 
@@ -26,6 +27,14 @@ def check_inputs(
     advice, since NER windows long texts but still within the character limit.
     """
     out = check_texts(texts, what=what)
+    for i, text in enumerate(out):
+        bad = _SURROGATE.search(text)
+        if bad is not None:  # JSON lets "\udfff" through; the answer could not be encoded
+            raise InputEncodingError(
+                f"{what.capitalize()} {i} holds a lone surrogate ({ascii(bad.group())} at "
+                f"character {bad.start()}), which is not Unicode text: send valid UTF-8 (in JSON, "
+                "escape only whole surrogate pairs)."
+            )
     if len(out) > settings.max_texts:
         raise InputError(
             f"The request has {len(out)} {what}s but the server takes at most "
@@ -51,3 +60,6 @@ def check_inputs(
             "the server with a larger --max-request-chars."
         )
     return out
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

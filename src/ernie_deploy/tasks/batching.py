@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError, EmptyInputError, InputEncodingError, InputError
+from ernie_deploy.errors import ConfigError, EmptyInputError, InputError
 
 
 @dataclass(frozen=True)
@@ -46,17 +45,7 @@ def check_texts(texts: object, what: str = "text", first_index: int = 0) -> list
             raise EmptyInputError(
                 f"{what.capitalize()} {first_index + i} is empty: remove empty {what}s before predicting."
             )
-        bad = _SURROGATE.search(text)
-        if bad is not None:
-            raise InputEncodingError(
-                f"{what.capitalize()} {first_index + i} holds a lone surrogate "
-                f"({ascii(bad.group())} at character {bad.start()}), which is not Unicode text: "
-                "send valid UTF-8 (in JSON, escape only whole surrogate pairs)."
-            )
     return out
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_batch_size(batch_size: int) -> int:
