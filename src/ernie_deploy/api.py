@@ -117,7 +117,7 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
     if config.task == "embedding":
         return Embedder(
             engine,
-            pooling=config.pooling or "cls",
+            pooling=config.pooling,  # None: CLS, and Embedder warns that it guessed
             normalize=True if config.normalize is None else config.normalize,
             truncate=opts.truncate,
         )
