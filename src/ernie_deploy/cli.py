@@ -14,6 +14,7 @@ import typer
 from ernie_deploy.cli_batch import register as _register_batch
 from ernie_deploy.cli_convert import register as _register_convert
 from ernie_deploy.cli_serve import register as _register_serve
+from ernie_deploy.cli_tune import register as _register_tune
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
@@ -193,6 +194,7 @@ def models() -> None:
 _register_batch(app)
 _register_convert(app)
 _register_serve(app)
+_register_tune(app)
 
 
 def main() -> None:
