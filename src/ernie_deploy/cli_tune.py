@@ -141,8 +141,7 @@ def _print(report: TuneReport) -> None:
     for line in [report.explanation, *(report.serving.lines() if report.serving else [])]:
         console.print(line, markup=False, highlight=False)
     console.print(
-        f"wrote {report.out} (tune_report.json inside); load it with: "
-        f"ernie-deploy predict {report.out} TEXT",
+        f"wrote {report.out} (tune_report.json inside); {report.deploy_hint()}",
         markup=False,
         highlight=False,
     )

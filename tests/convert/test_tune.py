@@ -251,3 +251,24 @@ def test_vocab_corpus_and_cli(trap_cls: Path, tmp_path: Path, fake_timing: None)
     assert again.exit_code == 2 and "--overwrite" in again.output
     wrong = runner.invoke(app, [*args[:3], "--candidates", "O9", "--overwrite"])
     assert wrong.exit_code == 1 and "choose from" in wrong.output
+
+
+def test_gpu_variant_that_cannot_run_is_reported(
+    trap_cls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU the probe reports but ORT cannot use: the variant is listed as not run, fp32 kept."""
+    from ernie_deploy.convert import tune as tune_module
+
+    monkeypatch.setattr(tune_module, "gpu_kinds", lambda: ("cuda",))
+    report = tune(
+        trap_cls,
+        tmp_path / "out",
+        texts=SAFE_TEXTS,
+        candidates=["O2+fp16@cuda"],
+        repeats=1,
+        serving=False,
+    )
+    gpu = report.variant("O2+fp16@cuda")
+    assert gpu.error and gpu.device == "cuda" and gpu.fp16 and not gpu.eligible
+    assert report.winner == "fp32"
+    assert any(r[0] == "O2+fp16@cuda" and r[-1].startswith("not run") for r in report.rows())

@@ -300,14 +300,15 @@ def _corpus(
         corpus = m.vocab_corpus(files.tokenizer_dir, max_tokens=length)
         return corpus, "made from the model's vocabulary"
     if isinstance(texts, (str, Path)):
-        return m.read_texts(texts), f"from {texts}"
-    corpus = [str(t) for t in texts]
+        corpus, described = m.read_texts(texts), f"from {texts}"
+    else:
+        corpus, described = [str(t) for t in texts], "given"
     if len(corpus) < 2 or not all(t.strip() for t in corpus):
         raise InputError(
             "tune needs at least 2 non-empty texts to measure on: pass more texts, or none to "
             "use a corpus made from the model's vocabulary."
         )
-    return corpus, "given"
+    return corpus, described
 
 
 def _measure(
@@ -331,9 +332,15 @@ def _measure(
         try:
             if isinstance(graph, str):
                 raise InputError(graph)
-            loaded[v.name] = fp32 if v.name == "fp32" else settings.load(graph, v.device, v.fp16)
+            predictor = fp32 if v.name == "fp32" else settings.load(graph, v.device, v.fp16)
         except ErnieDeployError as exc:
             errors[v.name] = str(exc)
+            continue
+        model = predictor.model
+        if v.device != "cpu" and (not model.on_gpu or (v.fp16 and not model.fp16_active)):
+            errors[v.name] = " ".join(model.notices) or "it did not run as asked on the GPU"
+            continue
+        loaded[v.name] = predictor
     reference = m.answers(fp32, task, corpus)
     said: dict[str, m.Answers] = {}
     evals: dict[str, Any] = {}
@@ -353,7 +360,7 @@ def _measure(
     results = []
     for v in plan:
         if v.name not in loaded:
-            results.append(VariantResult(v.name, v.how, v.device, error=errors[v.name]))
+            results.append(VariantResult(v.name, v.how, v.device, v.fp16, error=errors[v.name]))
             continue
         agree = m.agreement(task, reference, said[v.name])
         evaluation = evals.get(v.name)
@@ -363,6 +370,7 @@ def _measure(
                 v.name,
                 v.how,
                 v.device,
+                v.fp16,
                 size_mb=graph_mb(loaded[v.name].model.path),
                 texts_per_s=m.Spread.of([items / w for w in walls[v.name]]),
                 speedup=ups[v.name],

@@ -101,6 +101,7 @@ class VariantResult:
     name: str
     how: str
     device: str
+    fp16: bool = False
     error: str | None = None
     size_mb: float | None = None
     texts_per_s: Spread | None = None
@@ -118,6 +119,7 @@ class VariantResult:
             "name": self.name,
             "how": self.how,
             "device": self.device,
+            "fp16": self.fp16,
             "built": self.error is None,
             "error": self.error,
             "size_mb": self.size_mb,
@@ -267,8 +269,15 @@ class TuneReport:
         out.append(self.explanation)
         if self.serving is not None:
             out += self.serving.lines()
-        out.append(f"wrote {self.out} ({REPORT_NAME} inside)")
+        out.append(f"wrote {self.out} ({REPORT_NAME} inside); {self.deploy_hint()}")
         return out
+
+    def deploy_hint(self) -> str:
+        """How to load OUT so that it runs as it was measured."""
+        v = self.variant(self.winner)
+        flags = f" --device {v.device}" if v.device != "cpu" else ""
+        flags += " --fp16" if v.fp16 else ""
+        return f"load it with: ernie-deploy predict {self.out}{flags} TEXT"
 
     def settings_line(self) -> str:
         return (
