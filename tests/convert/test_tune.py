@@ -272,3 +272,17 @@ def test_gpu_variant_that_cannot_run_is_reported(
     assert gpu.error and gpu.device == "cuda" and gpu.fp16 and not gpu.eligible
     assert report.winner == "fp32"
     assert any(r[0] == "O2+fp16@cuda" and r[-1].startswith("not run") for r in report.rows())
+
+
+def test_a_variant_must_be_faster_in_every_run(
+    trap_cls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 faster by the median but slower in one run (noise): fp32 is kept, and it says why."""
+    walls = {"fp32": [1.0, 1.0, 1.0], "int8": [0.5, 0.6, 1.2]}
+    monkeypatch.setattr(tune_measure, "time_runs", lambda work, repeats, progress: walls)
+    report = tune(trap_cls, tmp_path / "out", texts=SAFE_TEXTS, candidates=["int8"], serving=False)
+    int8 = report.variant("int8")
+    assert int8.eligible and not int8.steady and int8.speedup is not None
+    assert int8.speedup.median == pytest.approx(1 / 0.6)
+    assert report.winner == "fp32" and "every timed run" in report.explanation
+    assert report.rows()[1][-1] == "within bound; not faster in every run"

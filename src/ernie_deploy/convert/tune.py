@@ -218,7 +218,7 @@ def tune(
             progress,
         )
         winner = max(
-            (r for r in results if r.eligible),
+            (r for r in results if r.eligible and r.steady),
             key=lambda r: r.speedup.median if r.speedup else 0.0,
         )
         advice = None

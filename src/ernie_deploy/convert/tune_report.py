@@ -112,7 +112,21 @@ class VariantResult:
 
     @property
     def eligible(self) -> bool:
+        """Measured and within the bound."""
         return self.error is None and self.miss is None and self.speedup is not None
+
+    @property
+    def steady(self) -> bool:
+        """Faster than fp32 in every timed run (fp32 itself counts as steady): on a busy
+        machine a variant that is as fast as fp32 wins half the runs by noise alone."""
+        return self.name == "fp32" or (self.speedup is not None and self.speedup.low > 1.0)
+
+    @property
+    def why_not(self) -> str:
+        """Why a measured variant was not chosen on its own merits."""
+        if self.miss is not None:
+            return self.miss
+        return "" if self.steady else "it was not faster than fp32 in every timed run"
 
     def to_dict(self, metric: str | None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -124,6 +138,7 @@ class VariantResult:
             "error": self.error,
             "size_mb": self.size_mb,
             "within_bound": self.eligible,
+            "faster_in_every_run": self.steady,
             "miss": self.miss,
         }
         if self.texts_per_s is not None and self.speedup is not None:
@@ -260,7 +275,9 @@ class TuneReport:
     def _verdict(self, v: VariantResult) -> str:
         if v.name == self.winner:
             return "CHOSEN"
-        return "within bound" if v.eligible else f"out: {v.miss}"
+        if not v.eligible:
+            return f"out: {v.miss}"
+        return "within bound" if v.steady else "within bound; not faster in every run"
 
     def lines(self) -> list[str]:
         """Plain-text summary: settings, the table as text, the choice, serving advice."""
@@ -334,11 +351,11 @@ def explain(variants: tuple[VariantResult, ...], winner: str, task: str) -> str:
     lost = max(faster, key=lambda v: v.speedup.median if v.speedup else 0, default=None)
     why = ""
     if lost is not None and lost.speedup is not None:
-        why = f"; {lost.name} was faster ({lost.speedup.median:.2f}×) but {lost.miss}"
+        why = f"; {lost.name} was faster ({lost.speedup.median:.2f}× median) but {lost.why_not}"
     if winner == "fp32":
         if lost is None:
             return "fp32 kept: no variant was faster on this machine" + why
-        return "fp32 kept: no faster variant stayed within the bound" + why
+        return "fp32 kept: no variant within the bound was faster in every timed run" + why
     assert chosen.speedup is not None and chosen.agreement is not None
     return (
         f"{winner} chosen: {chosen.speedup.fmt(2, '×')} fp32's speed with "
