@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -92,6 +94,9 @@ def tune_cmd(
     from ernie_deploy.convert.tune_report import TuneBound
 
     err = Console(stderr=True)
+    # `kill` (SIGTERM) cleans up like Ctrl-C: the scratch directory goes, OUT is not written.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         bound = TuneBound(min_agreement, max_metric_drop, max_abs_diff)
         columns = (
@@ -124,7 +129,14 @@ def tune_cmd(
     except KeyboardInterrupt:
         typer.echo(f"interrupted: nothing was written to {out}", err=True)
         raise typer.Exit(130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     _print(report)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _print(report: TuneReport) -> None:

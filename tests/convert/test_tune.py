@@ -274,15 +274,19 @@ def test_gpu_variant_that_cannot_run_is_reported(
     assert any(r[0] == "O2+fp16@cuda" and r[-1].startswith("not run") for r in report.rows())
 
 
-def test_a_variant_must_be_faster_in_every_run(
+def test_choice_goes_by_the_median_run(
     trap_cls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """int8 faster by the median but slower in one run (noise): fp32 is kept, and it says why."""
+    """Faster in most runs wins (flagged when slower in one); slower in most runs does not."""
     walls = {"fp32": [1.0, 1.0, 1.0], "int8": [0.5, 0.6, 1.2]}
     monkeypatch.setattr(tune_measure, "time_runs", lambda work, repeats, progress: walls)
-    report = tune(trap_cls, tmp_path / "out", texts=SAFE_TEXTS, candidates=["int8"], serving=False)
+    quick = {"texts": SAFE_TEXTS, "candidates": ["int8"], "serving": False}
+    report = tune(trap_cls, tmp_path / "a", **quick)  # type: ignore[arg-type]
     int8 = report.variant("int8")
     assert int8.eligible and not int8.steady and int8.speedup is not None
     assert int8.speedup.median == pytest.approx(1 / 0.6)
-    assert report.winner == "fp32" and "every timed run" in report.explanation
-    assert report.rows()[1][-1] == "within bound; not faster in every run"
+    assert report.winner == "int8" and "slower than fp32 in some" in report.explanation
+    walls["int8"] = [1.2, 1.1, 0.5]
+    report = tune(trap_cls, tmp_path / "b", **quick)  # type: ignore[arg-type]
+    assert report.winner == "fp32" and report.explanation.startswith("fp32 kept: no variant")
+    assert report.rows()[1][-1] == "within bound; slower than fp32 in some runs"

@@ -16,18 +16,26 @@ A failure or Ctrl-C leaves no OUT and no scratch directory.
 
 from __future__ import annotations
 
-import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert import tune_measure as m
 from ernie_deploy.convert.outdir import check_output
-from ernie_deploy.convert.tune_build import build_graphs, graph_mb, write_out
+from ernie_deploy.convert.tune_build import (
+    Variant,
+    build_graphs,
+    choose,
+    cpu_preset,
+    gpu_kinds,
+    graph_mb,
+    plan_variants,
+    write_out,
+)
 from ernie_deploy.convert.tune_report import (
     ServingAdvice,
     TuneBound,
@@ -36,98 +44,10 @@ from ernie_deploy.convert.tune_report import (
     explain,
 )
 from ernie_deploy.errors import ConfigError, ErnieDeployError, InputError
-from ernie_deploy.runtime.device import CUDA, TENSORRT, available_providers, usable_cpus
+from ernie_deploy.runtime.device import usable_cpus
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
-
-MIN_GPU_CAPABILITY = (7, 0)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One candidate: the graph it runs (`graph`, a directory key) and how it is loaded."""
-
-    name: str
-    graph: str  # "fp32", "O1", "O2", "O3", "int8", "int8-per-channel", "O2+int8"
-    how: str
-    device: str = "cpu"
-    fp16: bool = False
-
-
-def cpu_preset(machine: str | None = None, flags: frozenset[str] | None = None) -> str:
-    """The int8 preset (convert.quantize.PRESETS) for this CPU: arm64, avx512_vnni (VNNI or
-    AMX int8), avx512 (AVX-512 BW without VNNI) or avx2."""
-    machine = (machine or platform.machine()).lower()
-    if machine in ("arm64", "aarch64"):
-        return "arm64"
-    flags = cpu_flags() if flags is None else flags
-    if flags & {"avx512_vnni", "avx512vnni", "amx_int8"}:
-        return "avx512_vnni"
-    if "avx512bw" in flags:
-        return "avx512"
-    return "avx2"
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
-def gpu_kinds(
-    providers: Sequence[str] | None = None,
-    capability: Callable[[int], tuple[int, int] | None] | None = None,
-) -> tuple[str, ...]:
-    """The GPU execution kinds worth trying: "cuda" (and "tensorrt") when ORT has the provider
-    and GPU 0's compute capability is >= 7.0 (tensor cores); () otherwise."""
-    from ernie_deploy.runtime.device import compute_capability
-
-    have = available_providers() if providers is None else list(providers)
-    if CUDA not in have:
-        return ()
-    cc = (capability or compute_capability)(0)
-    if cc is None or cc < MIN_GPU_CAPABILITY:
-        return ()
-    return ("cuda", "tensorrt") if TENSORRT in have else ("cuda",)
-
-
-def plan_variants(preset: str, gpus: Sequence[str] = ()) -> tuple[Variant, ...]:
-    """Every candidate this machine can run, fp32 first."""
-    int8 = f"dynamic int8, {preset} preset"
-    plan = [
-        Variant("fp32", "fp32", "the model as given"),
-        Variant("O1", "O1", "ORT basic graph optimisations, written offline"),
-        Variant("O2", "O2", "O1 + transformer fusions (Attention, SkipLayerNorm, Gelu)"),
-        Variant("O3", "O3", "O2 + tanh GELU approximation"),
-        Variant("int8", "int8", f"{int8}, per tensor"),
-        Variant("int8-per-channel", "int8-per-channel", f"{int8}, per channel"),
-        Variant("O2+int8", "O2+int8", f"O2, then {int8}, per tensor"),
-    ]
-    if "cuda" in gpus:
-        plan.append(Variant("O2+fp16@cuda", "O2", "O2, fp16 on CUDA", "cuda", True))
-    if "tensorrt" in gpus:
-        plan.append(Variant("fp16@tensorrt", "fp32", "TensorRT, fp16", "tensorrt", True))
-    return tuple(plan)
-
-
-def choose(plan: tuple[Variant, ...], names: Sequence[str] | None) -> tuple[Variant, ...]:
-    """The candidates asked for (fp32 always, as the reference); unknown names are refused."""
-    if names is None:
-        return plan
-    known = {v.name: v for v in plan}
-    asked = [str(n).strip() for n in names if str(n).strip()]
-    unknown = [n for n in asked if n not in known]
-    if unknown:
-        raise ConfigError(
-            f"Unknown or unavailable tune candidate(s) {', '.join(unknown)}: choose from "
-            f"{', '.join(known)} (fp16 variants need a CUDA GPU of compute capability >= 7.0)."
-        )
-    return tuple(v for v in plan if v.name == "fp32" or v.name in asked)
+from ernie_deploy.tasks.labelled import LabelledText
+from ernie_deploy.tasks.metrics import ScoreComparison
 
 
 def tune(
@@ -188,43 +108,26 @@ def tune(
     task = fp32.task
     length = fp32.engine.max_seq_length
     corpus, described = _corpus(texts, files, length)
-    examples = None
-    metric = None
-    if eval_file is not None:
-        from ernie_deploy.convert.quantize_report import read_eval_file
-
-        examples = read_eval_file(eval_file, task, files)
-        metric = m.METRICS[task]
+    scored = _score_fp32(fp32, eval_file, files) if eval_file is not None else None
+    metric = scored.metric if scored is not None else None
     preset = cpu_preset()
     plan = choose(plan_variants(preset, gpu_kinds()), candidates)
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.tune-", dir=out.parent))
     try:
-        steps = 2 + repeats + (1 if examples is not None else 0)
+        steps = 2 + repeats + (1 if scored is not None else 0)
         for v in plan:
             progress.start(v.name, steps)
         graphs = build_graphs(plan, model, files, scratch, preset, task, progress)
-        results = _measure(
-            plan,
-            graphs,
-            fp32,
-            settings,
-            corpus,
-            examples,
-            eval_file,
-            repeats,
-            bound,
-            metric,
-            progress,
-        )
+        results = _measure(plan, graphs, fp32, settings, corpus, scored, repeats, bound, progress)
         winner = max(
-            (r for r in results if r.eligible and r.steady),
+            (r for r in results if r.eligible),
             key=lambda r: r.speedup.median if r.speedup else 0.0,
         )
         advice = None
         if serving:
             chosen = next(v for v in plan if v.name == winner.name)
-            advice = _serving(chosen, graphs, model, settings, corpus, task, progress)
+            advice = _serving(chosen, graphs, settings, corpus, task, progress)
         report = TuneReport(
             source=files.onnx_path,
             out=out,
@@ -284,6 +187,30 @@ class _Settings:
         )
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """The eval file, scored with fp32 before any variant is built (a bad file fails first)."""
+
+    examples: list[LabelledText]
+    path: Path
+    metric: str
+    results: list[Any]
+    fp32: ScoreComparison
+
+    def compare(self, predictor: Any, name: str) -> ScoreComparison:
+        task = predictor.task
+        return m.evaluate(predictor, self.examples, self.path, task, self.results, name)[1]
+
+
+def _score_fp32(fp32: Any, eval_file: str | Path, files: ModelFiles) -> _Scored:
+    from ernie_deploy.convert.quantize_report import read_eval_file
+
+    path = Path(eval_file)
+    examples = read_eval_file(path, fp32.task, files)
+    results, comparison = m.evaluate(fp32, examples, path, fp32.task, None, "fp32")
+    return _Scored(examples, path, m.METRICS[fp32.task], results, comparison)
+
+
 def _refuse_source(out: Path, files: ModelFiles) -> None:
     target = out.expanduser().resolve()
     for source in {files.onnx_path.parent.resolve(), files.tokenizer_dir.resolve()}:
@@ -317,11 +244,9 @@ def _measure(
     fp32: Any,
     settings: _Settings,
     corpus: list[str],
-    examples: list[Any] | None,
-    eval_file: str | Path | None,
+    scored: _Scored | None,
     repeats: int,
     bound: TuneBound,
-    metric: str | None,
     progress: m.TuneProgress,
 ) -> tuple[VariantResult, ...]:
     task = fp32.task
@@ -343,15 +268,12 @@ def _measure(
         loaded[v.name] = predictor
     reference = m.answers(fp32, task, corpus)
     said: dict[str, m.Answers] = {}
-    evals: dict[str, Any] = {}
-    gold = None
+    evals: dict[str, ScoreComparison] = {}
     for name, predictor in loaded.items():
         said[name] = reference if name == "fp32" else m.answers(predictor, task, corpus)
         progress.step(name, "answers")
-        if examples is not None and eval_file is not None:
-            results, comparison = m.evaluate(predictor, examples, Path(eval_file), task, gold, name)
-            gold = results if name == "fp32" else gold
-            evals[name] = comparison
+        if scored is not None:
+            evals[name] = scored.fp32 if name == "fp32" else scored.compare(predictor, name)
             progress.step(name, "eval file")
     work = {name: m.workload(p, task, corpus) for name, p in loaded.items()}
     walls = m.time_runs(work, repeats, progress)
@@ -364,6 +286,7 @@ def _measure(
             continue
         agree = m.agreement(task, reference, said[v.name])
         evaluation = evals.get(v.name)
+        metric = scored.metric if scored is not None else None
         miss = None if v.name == "fp32" else bound.misses(agree, evaluation, metric)
         results.append(
             VariantResult(
@@ -385,7 +308,6 @@ def _measure(
 def _serving(
     chosen: Variant,
     graphs: dict[str, Path | str],
-    model: str | Path,
     settings: _Settings,
     corpus: list[str],
     task: str,
