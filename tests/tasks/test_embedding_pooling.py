@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ernie_deploy.inspect import describe
 
 import ernie_deploy
+from ernie_deploy.cli.describe import describe
 from ernie_deploy.errors import InputTooLongError
 
 TEXTS = ["hello world", "good morning to you", "the weather is good today"]
