@@ -20,9 +20,6 @@ from ernie_deploy.runtime.model_dir import ModelFiles
 MIN_GPU_CAPABILITY = (7, 0)
 
 
-MIN_GPU_CAPABILITY = (7, 0)
-
-
 @dataclass(frozen=True)
 class Variant:
     """One candidate: the graph it runs (`graph`, a directory key) and how it is loaded."""
