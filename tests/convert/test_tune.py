@@ -290,3 +290,20 @@ def test_choice_goes_by_the_median_run(
     report = tune(trap_cls, tmp_path / "b", **quick)  # type: ignore[arg-type]
     assert report.winner == "fp32" and report.explanation.startswith("fp32 kept: no variant")
     assert report.rows()[1][-1] == "within bound; slower than fp32 in some runs"
+
+
+def test_a_variant_that_fails_to_run_is_reported(
+    trap_cls: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ernie_deploy.errors import ModelRunError
+
+    real = tune_measure.answers
+
+    def answers(predictor: object, task: str, texts: list[str]) -> tune_measure.Answers:
+        if "int8" in str(predictor.model.path.parent.name):  # type: ignore[attr-defined]
+            raise ModelRunError("ONNX Runtime failed while running int8 (test).")
+        return real(predictor, task, texts)
+
+    monkeypatch.setattr(tune_measure, "answers", answers)
+    report = tune(trap_cls, tmp_path / "out", texts=SAFE_TEXTS, candidates=["int8"], serving=False)
+    assert report.winner == "fp32" and "failed while running" in str(report.variant("int8").error)

@@ -269,12 +269,16 @@ def _measure(
     reference = m.answers(fp32, task, corpus)
     said: dict[str, m.Answers] = {}
     evals: dict[str, ScoreComparison] = {}
-    for name, predictor in loaded.items():
-        said[name] = reference if name == "fp32" else m.answers(predictor, task, corpus)
-        progress.step(name, "answers")
-        if scored is not None:
-            evals[name] = scored.fp32 if name == "fp32" else scored.compare(predictor, name)
-            progress.step(name, "eval file")
+    for name, predictor in list(loaded.items()):
+        try:  # a variant that fails to run (ModelRunError) is reported, not fatal
+            said[name] = reference if name == "fp32" else m.answers(predictor, task, corpus)
+            progress.step(name, "answers")
+            if scored is not None:
+                evals[name] = scored.fp32 if name == "fp32" else scored.compare(predictor, name)
+                progress.step(name, "eval file")
+        except ErnieDeployError as exc:
+            errors[name] = str(exc)
+            del loaded[name]
     work = {name: m.workload(p, task, corpus) for name, p in loaded.items()}
     walls = m.time_runs(work, repeats, progress)
     ups = m.speedups(walls, "fp32")

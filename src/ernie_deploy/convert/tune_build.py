@@ -20,9 +20,6 @@ from ernie_deploy.runtime.model_dir import ModelFiles
 MIN_GPU_CAPABILITY = (7, 0)
 
 
-MIN_GPU_CAPABILITY = (7, 0)
-
-
 @dataclass(frozen=True)
 class Variant:
     """One candidate: the graph it runs (`graph`, a directory key) and how it is loaded."""
@@ -125,7 +122,7 @@ def build_graphs(
     from ernie_deploy.convert.optimize import optimize_model
     from ernie_deploy.convert.quantize import quantize_model
 
-    graphs: dict[str, Path | str] = {"fp32": Path(model)}
+    graphs: dict[str, Path | str] = {"fp32": files.onnx_path}
     needed = [v.graph for v in plan]
     if "O2+int8" in needed and "O2" not in needed:
         needed.insert(needed.index("O2+int8"), "O2")
