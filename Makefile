@@ -6,7 +6,7 @@ STAMP_CORE := $(VENV)/.core-installed
 STAMP_TEST := $(VENV)/.test-installed
 STAMP_BENCH := $(VENV)/.bench-installed
 
-.PHONY: demo test browser lint bench gpu gpu-check clean
+.PHONY: demo test browser lint bench infinity gpu gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -60,8 +60,24 @@ $(STAMP_BENCH): $(STAMP_TEST)
 	$(BIN)/pip install -q "sentence-transformers>=5,<6" "torch==2.13.0" "transformers>=4.40,<5" "huggingface-hub<1.0"
 	touch $@
 
-bench: $(STAMP_BENCH)
+bench: $(STAMP_BENCH) infinity
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# The serving peer of benchmarks/serve_load.py: Infinity in a venv of its own (its torch,
+# transformers and onnxruntime pins must not move ours). Pins as measured in FIELD-NOTES.md
+# (torch 2.13.0 as the bench venv pins it). If it cannot be installed, `make bench` goes on
+# and the serve section says why Infinity was not run.
+INFINITY_VENV := .cache/infinity-venv
+INFINITY_PINS := "infinity-emb[server,optimum]==0.0.78" "optimum==2.1.0" "optimum-onnx[onnxruntime]==0.1.0" \
+	"onnxruntime==1.32.0" "torch==2.13.0"
+$(INFINITY_VENV)/bin/infinity_emb:
+	$(PY) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/pip install -q $(INFINITY_PINS)
+
+infinity:
+	@$(MAKE) --no-print-directory $(INFINITY_VENV)/bin/infinity_emb \
+		|| echo "note: Infinity could not be installed into $(INFINITY_VENV): serve_load runs ours only and says why."
 
 # CUDA: onnxruntime-gpu replaces onnxruntime (both ship the `onnxruntime` module, so the CPU
 # build is removed first; core does not depend on it, so nothing brings it back).

@@ -75,19 +75,38 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m ernie_deploy serve MODEL --port P` in a child process, its output in a log file."""
+    """An HTTP server in a child process on 127.0.0.1, its output in a log file.
 
-    def __init__(self, model_arg: str, extra: list[str]) -> None:
+    `Server.ours(MODEL, extra)` runs `python -m ernie_deploy serve MODEL --port P` (from the
+    source tree `src` when given, for A/B runs of two versions); `Server(argv, ...)` runs any
+    command (a peer) whose `{port}` placeholders are filled in."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        shown: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, self.log_path = tempfile.mkstemp(prefix="serve_load-", suffix=".log")
-        cmd = [sys.executable, "-m", "ernie_deploy", "serve", model_arg]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port), *extra]
-        self.command = " ".join(shlex.quote(x) for x in ["python", *cmd[1:]])
+        cmd = [a.replace("{port}", str(self.port)) for a in argv]
+        self.command = shown or " ".join(shlex.quote(x) for x in cmd)
         try:
-            self.proc = subprocess.Popen(cmd, stdout=fd, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, stdout=fd, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+            )
         finally:
             os.close(fd)
+
+    @classmethod
+    def ours(cls, model_arg: str, extra: list[str], src: str | Path | None = None) -> Server:
+        cmd = [sys.executable, "-m", "ernie_deploy", "serve", model_arg]
+        cmd += ["--host", "127.0.0.1", "--port", "{port}", *extra]
+        env = {"PYTHONPATH": str(src)} if src else None
+        shown = " ".join(shlex.quote(x) for x in ["python", *cmd[1:]]).replace("{port}", "PORT")
+        return cls(cmd, env=env, shown=shown)
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
@@ -153,17 +172,27 @@ class Sender(Protocol):
 
 
 class RawConnection:
-    """One keep-alive HTTP/1.1 connection sending POSTs one after another."""
+    """One keep-alive HTTP/1.1 connection sending POSTs one after another; reopened once when
+    the server had closed it while idle (uvicorn drops keep-alive connections idle for 5 s)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> None:
+        self.reader, self.writer, self.port = reader, writer, port
 
     @classmethod
     async def open(cls, port: int) -> RawConnection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+        return cls(*await asyncio.open_connection("127.0.0.1", port), port)
 
     async def post(self, path: str, body: bytes) -> int:
-        return await asyncio.wait_for(self._post(path, body), REQUEST_TIMEOUT_S)
+        try:
+            return await asyncio.wait_for(self._post(path, body), REQUEST_TIMEOUT_S)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            return await asyncio.wait_for(self._post(path, body), REQUEST_TIMEOUT_S)
 
     async def _post(self, path: str, body: bytes) -> int:
         head = (

@@ -43,7 +43,8 @@ def load(
         options: a `LoadOptions` (what every entry point builds); None: the defaults.
         **changes: any `LoadOptions` field by name (device, fp16, labels, tokenizer_dir,
             max_seq_length, batch_size, threads, truncate, strict, top_k, multi_label,
-            pooling, normalize, decode), applied over `options`; see `LoadOptions` for each.
+            pooling, normalize, decode, spinning), applied over `options`; see `LoadOptions`
+            for each.
             An unknown name is a ConfigError listing the fields.
     """
     if task is not None:
@@ -88,6 +89,7 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
             fp16=opts.fp16,
             batch_size=opts.batch_size,  # the TensorRT shape profile covers what the engine sends
             max_seq_length=length,
+            allow_spinning=opts.spinning,
         ),
     )
     check_model(model, config, length)

@@ -18,7 +18,7 @@ from ernie_deploy.runtime.device import parse_device
 from ernie_deploy.runtime.model_dir import ModelConfig, validate
 
 # Options that do not change what a model answers (a resumed batch job may change them).
-_NOT_RESULTS = ("device", "tokenizer_dir", "batch_size", "threads")
+_NOT_RESULTS = ("device", "tokenizer_dir", "batch_size", "threads", "spinning")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class LoadOptions:
             BIO/BIOES rules allow, plus crf_transitions.npy when the directory has one); None
             reads ernie_deploy.json, else "viterbi" if the directory has CRF transitions,
             else "argmax".
+        spinning: whether ONNX Runtime's CPU threads spin between operators; None: ORT's
+            default (on) in the library; `ernie-deploy serve` turns it off unless a model's
+            config says otherwise (the server's own threads need the cores between runs).
     """
 
     task: str | None = None
@@ -63,6 +66,7 @@ class LoadOptions:
     pooling: str | None = None
     normalize: bool | None = None
     decode: str | None = None
+    spinning: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str):
@@ -70,7 +74,7 @@ class LoadOptions:
         parse_device(self.device)
         for name in ("fp16", "truncate"):
             _flag(name, getattr(self, name), optional=False)
-        for name in ("strict", "multi_label", "normalize"):
+        for name in ("strict", "multi_label", "normalize", "spinning"):
             _flag(name, getattr(self, name), optional=True)
         _count("batch_size", self.batch_size, optional=False)
         _count("top_k", self.top_k, optional=False)

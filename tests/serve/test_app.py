@@ -109,10 +109,12 @@ def test_batcher_rows_come_back_to_their_callers(ner: Any) -> None:
     batcher.start()
     texts = [["乔丹在北京打球" * (i + 1), "科比"] for i in range(6)]
     out: dict[int, list[Any]] = {}
+    engines = [QueuedEngine(ner.engine, batcher) for _ in texts]
+    for engine in engines:  # as the registry does on admission: the batcher waits for them
+        engine.expect()
 
     def work(i: int) -> None:
-        engine = QueuedEngine(ner.engine, batcher)
-        out[i] = [r.to_dict() for r in _with_engine(ner, engine).predict(texts[i])]
+        out[i] = [r.to_dict() for r in _with_engine(ner, engines[i]).predict(texts[i])]
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
     for t in threads:

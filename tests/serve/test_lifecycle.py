@@ -28,6 +28,7 @@ def slow_server(lookup_ner: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     config.write_text(
         f"max_queue = {MAX_QUEUE}\n"
         f"max_wait_ms = {HOLD_MS}\n"
+        "hold_for_company = true\n"
         "max_batch_size = 64\n\n"
         "[models.ner]\n"
         f"path = {str(lookup_ner)!r}\n"

@@ -65,7 +65,20 @@ def serve_cmd(
     ] = None,
     max_batch_size: Annotated[Limit, typer.Option(help="Rows per batch [32].")] = None,
     max_wait_ms: Annotated[
-        Optional[float], typer.Option(help="Longest wait for a batch to fill [5].")
+        Optional[float],
+        typer.Option(help="Longest wait for requests on their way to join a batch [5]."),
+    ] = None,
+    max_padding: Annotated[
+        Optional[float],
+        typer.Option(help="Cut a batch where padded tokens pass this many times real ones [1.5]."),
+    ] = None,
+    hold_for_company: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--hold-for-company/--no-hold-for-company",
+            help="Hold even a lone request max_wait_ms for others to join it [no].",
+            show_default=False,
+        ),
     ] = None,
     max_queue: Annotated[
         Limit, typer.Option(help="Requests per model in flight before 429 [256].")
@@ -144,6 +157,8 @@ def serve_cmd(
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
+            max_padding=max_padding,
+            hold_for_company=hold_for_company,
             max_queue=max_queue,
             max_body_bytes=max_body_bytes,
             max_texts=max_texts,

@@ -65,6 +65,9 @@ class RuntimeConfig:
         fp16: ask for fp16; only honoured on CUDA/TensorRT with compute capability >= 7.0, and
             only when the converted graph passes a parity check against fp32 (else fp32 + warning).
         cpu_mem_arena: keep ORT's CPU arena (faster; grows to the largest batch seen).
+        allow_spinning: whether ORT's intra-op threads spin waiting for work between operators
+            (`session.intra_op.allow_spinning`); None keeps ORT's default (on). Off gives the
+            cores back to other threads between runs, what a server doing Python work wants.
         fp16_block_ops: op types the fp16 conversion keeps in fp32 (default: Pow and ReduceMean,
             the variance of exported LayerNorms, where fp16 overflows; see runtime/fp16_graph.py).
         fp16_min_agreement: the share of probe-batch argmaxes fp16 must share with fp32 (0..1).
@@ -83,6 +86,7 @@ class RuntimeConfig:
     graph_optimization: str = "all"
     fp16: bool = False
     cpu_mem_arena: bool = True
+    allow_spinning: bool | None = None
     fp16_block_ops: tuple[str, ...] = DEFAULT_FP16_BLOCK_OPS
     fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
     cache_dir: str | Path | None = None
@@ -209,6 +213,10 @@ def build_session_options(config: RuntimeConfig) -> object:
     opts.enable_mem_pattern = False
     opts.enable_cpu_mem_arena = config.cpu_mem_arena
     opts.log_severity_level = 3
+    if config.allow_spinning is not None:
+        opts.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if config.allow_spinning else "0"
+        )
     return opts
 
 

@@ -9,9 +9,12 @@ Design (pre / core / post, as in infinity):
 * **core** runs in one inference thread per model (`Batcher`). `QueuedEngine.run` hands the
   request's encoded rows (one per text, per NER window or per query-document pair) to the
   batcher as a job and blocks its worker thread until the rows are done. The inference thread
-  waits until the oldest job has waited `max_wait_ms` or a full batch is waiting, takes every
-  waiting job, sorts their rows by length (longest first) and cuts them into batches of at
-  most `max_batch_size` rows and `max_batch_tokens` padded tokens (rows x longest row; a row
+  waits for company only while it can come: while requests admitted for this model have not
+  handed in their rows yet (they are being tokenized, or wait for a worker thread), until the
+  oldest job has waited `max_wait_ms` or a full batch is waiting. A lone request (nothing else
+  admitted) runs at once (unless `hold_for_company`). Then it takes every waiting job, sorts
+  their rows by length (longest first) and cuts them into batches of at most
+  `max_batch_size` rows and `max_batch_tokens` padded tokens (rows x longest row; a row
   longer than the budget runs alone), starting a new batch where the next row would bring the
   batch's padded tokens above `max_padding` times its real tokens (a few dozen rows that arrived
   together span the corpus's lengths; a 5-token row padded to 300 costs as much as a 300-token
@@ -50,6 +53,7 @@ class BatchLimits:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_padding: float = 1.5
+    hold_for_company: bool = False  # wait max_wait_ms even when no other request is coming
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Batcher:
         self._pending: list[_Job] = []
         self._pending_rows = 0
         self._pending_tokens = 0
+        self._arriving = 0  # requests admitted that have not handed in their rows yet
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -128,21 +133,43 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def expect(self) -> None:
+        """A request was admitted and will hand in rows soon: batches may wait for it."""
+        with self._cond:
+            self._arriving += 1
+
+    def settle(self) -> None:
+        """An expected request will hand in no rows (it failed, or ran none): stop waiting."""
+        with self._cond:
+            self._arriving -= 1
+            self._cond.notify_all()
+
     def run(
         self,
         seqs: Sequence[Encoded],
         output: str,
         on_job: Callable[[_Job], None] | None = None,
+        expected: bool = False,
     ) -> Iterator[tuple[Batch, np.ndarray]]:
         """Engine.run through the queue: blocks the calling thread until every row has run
-        (`on_job` sees the job first, so that its request can cancel it)."""
+        (`on_job` sees the job first, so that its request can cancel it; `expected`: these are
+        the rows of a request announced with `expect`)."""
         if not seqs:
+            if expected:
+                self.settle()
             return iter(())
         tokens = sum(len(s.input_ids) for s in seqs)
         job = _Job(seqs, output, time.monotonic(), tokens, len(seqs))
         if on_job is not None:
-            on_job(job)
+            try:
+                on_job(job)
+            except BaseException:
+                if expected:
+                    self.settle()
+                raise
         with self._cond:
+            if expected:
+                self._arriving -= 1
             if self._stopping or not self.alive:
                 raise NotReadyError(
                     f"Model {self.name!r} is not running (the server is starting or stopping): "
@@ -178,14 +205,18 @@ class Batcher:
         )
 
     def _take(self) -> list[_Job] | None:
-        """Wait for work and for the batch to fill (or the oldest job's wait to end)."""
+        """Wait for work, then for the requests still arriving to join it, until the batch is
+        full or the oldest job's wait ends."""
         with self._cond:
             while not self._pending:
                 if self._stopping:
                     return None
                 self._cond.wait()
             deadline = self._pending[0].arrived + self.limits.max_wait_ms / 1000.0
-            while not (self._stopping or self._full()):
+            limits = self.limits
+            while (self._arriving > 0 or limits.hold_for_company) and not (
+                self._stopping or self._full()
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -286,11 +317,28 @@ class QueuedEngine(Engine):
         self.tokens = 0
         self._jobs: list[_Job] = []
         self._cancelled = False
+        self._expected = False
         self._lock = threading.Lock()
+
+    def expect(self) -> None:
+        """Tell the batcher this request's rows are coming (call `settle` when it is over)."""
+        with self._lock:
+            if not self._expected:
+                self._expected = True
+                self.batcher.expect()
+
+    def settle(self) -> None:
+        """The request is over: if it never handed in rows, the batcher stops waiting for it."""
+        with self._lock:
+            expected, self._expected = self._expected, False
+        if expected:
+            self.batcher.settle()
 
     def run(self, seqs: Sequence[Encoded], output: str) -> Iterator[tuple[Batch, np.ndarray]]:
         self.tokens += sum(len(s.input_ids) for s in seqs)
-        return self.batcher.run(seqs, output, on_job=self._track)
+        with self._lock:
+            expected, self._expected = self._expected, False
+        return self.batcher.run(seqs, output, on_job=self._track, expected=expected)
 
     def cancel(self) -> None:
         """The request was cut off: drop its rows still queued, and refuse any more."""

@@ -73,6 +73,7 @@ class Registry:
             settings.max_batch_size,
             settings.max_wait_ms,
             settings.max_padding,
+            settings.hold_for_company,
         )
         self.models: dict[str, ServedModel] = {}
         for name, predictor in predictors.items():
@@ -163,8 +164,10 @@ class Registry:
         gauge = self.metrics.queue_depth.labels(served.name)
         served.in_flight += 1
         gauge.set(served.in_flight)
+        engine: QueuedEngine | None = None
         try:
             predictor, engine = request_copy(served, options)
+            engine.expect()  # batches may wait for its rows; a lone request runs at once
             loop = asyncio.get_running_loop()
             try:
                 value = await loop.run_in_executor(served.pool, fn, predictor)
@@ -178,6 +181,8 @@ class Registry:
                 ) from None
             return Outcome(value, engine.tokens)
         finally:
+            if engine is not None:
+                engine.settle()
             served.in_flight -= 1
             gauge.set(served.in_flight)
 

@@ -74,7 +74,8 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         served = registry.find(req.model, None, "/v1/tokenize")
         texts = check_inputs(req.texts, settings, windowed=True)
         out = await registry.call(served, lambda p: tokens_json(p.engine.tokenizer, texts))
-        return await answer({"model": served.name, "results": out.value})
+        # a token record per token: large even for a few texts, so never on the loop
+        return await answer({"model": served.name, "results": out.value}, inline=False)
 
     @router.post(
         "/v1/rerank",

@@ -31,8 +31,11 @@ def load_models(
 
     models: dict[str, AnyPredictor] = {}
     for spec in specs:
+        options = spec.options
+        if options.spinning is None:  # ORT's spinning threads starve the server's own (RESULTS.md)
+            options = options.updated(spinning=False)
         try:
-            predictor = load(spec.path, options=spec.options)
+            predictor = load(spec.path, options=options)
         except ErnieDeployError as exc:
             raise type(exc)(f"Model {spec.name!r} ({spec.path}) failed to load: {exc}") from exc
         for notice in predictor.model.notices:

@@ -67,7 +67,12 @@ class ServeSettings:
         max_batch_tokens: a batch holds at most this many padded tokens (rows x longest row);
             a single row longer than that still runs, alone.
         max_batch_size: rows (sequences) per batch.
-        max_wait_ms: how long the first waiting request may be held for others to join it.
+        max_wait_ms: how long the first waiting request may be held for others to join it,
+            while other requests admitted for the model are still on their way (tokenizing, or
+            waiting for a worker thread); a lone request is not held.
+        hold_for_company: hold the first waiting request `max_wait_ms` even when no other
+            request is on its way (the behaviour before issue 13; costs a lone request that
+            long, see benchmarks/RESULTS.md).
         max_padding: a batch is cut where its padded tokens would pass this many times its
             real tokens (rows that arrive together span many lengths); at least 1.
         max_queue: requests per model waiting or running; more are answered 429 at once.
@@ -95,6 +100,7 @@ class ServeSettings:
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     max_padding: float = 1.5
+    hold_for_company: bool = False
     max_queue: int = 256
     max_body_bytes: int = 4 * 1024 * 1024
     max_texts: int = 256
@@ -128,6 +134,10 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number of at least 0, got {value!r}.")
+        if not isinstance(self.hold_for_company, bool):
+            raise ConfigError(
+                f"hold_for_company must be true or false, got {self.hold_for_company!r}."
+            )
         if not isinstance(self.truncate, bool):
             raise ConfigError(f"truncate must be true or false, got {self.truncate!r}.")
         if self.public_docs is not None and not isinstance(self.public_docs, bool):
