@@ -307,3 +307,31 @@ def test_a_variant_that_fails_to_run_is_reported(
     monkeypatch.setattr(tune_measure, "answers", answers)
     report = tune(trap_cls, tmp_path / "out", texts=SAFE_TEXTS, candidates=["int8"], serving=False)
     assert report.winner == "fp32" and "failed while running" in str(report.variant("int8").error)
+
+
+@pytest.mark.parametrize(
+    ("task", "width", "output"), [("embedding", 8, "pooler_output"), ("rerank", 1, "logits")]
+)
+def test_embedding_and_rerank_models(
+    chinese_vocab: Path, tmp_path: Path, task: str, width: int, output: str
+) -> None:
+    """Bag-of-tokens graphs as an embedder (pooled output) and a one-logit reranker."""
+    d = tmp_path / task
+    d.mkdir()
+    (d / "vocab.txt").write_bytes(chinese_vocab.read_bytes())
+    size = len(chinese_vocab.read_text(encoding="utf-8").rstrip("\n").split("\n"))
+    _lookup.build_bag_classifier(d / "model.onnx", size, width, seed=3, output_name=output)
+    (d / "ernie_deploy.json").write_text(json.dumps({"task": task}), encoding="utf-8")
+    texts = NER_TEXTS + SAFE_TEXTS
+    report = tune(d, tmp_path / "out", texts=texts, candidates=["int8"], repeats=1, serving=False)
+    int8 = report.variant("int8").agreement
+    assert int8 is not None and report.task == task
+    if task == "embedding":
+        assert (
+            int8.cosine_min is not None and 0.5 < int8.cosine_min <= int8.cosine_mean <= 1.0 + 1e-6
+        )
+        assert int8.items == len(texts)
+    else:
+        assert int8.kendall_tau is not None and -1.0 <= int8.kendall_tau <= 1.0
+        assert int8.items == len(texts)  # one query per text (fewer than RERANK_QUERIES)
+    assert (tmp_path / "out" / REPORT_NAME).is_file()
