@@ -6,20 +6,25 @@ STAMP_CORE := $(VENV)/.core-installed
 STAMP_TEST := $(VENV)/.test-installed
 STAMP_BENCH := $(VENV)/.bench-installed
 
-.PHONY: demo test browser lint bench infinity gpu clean
+.PHONY: demo test browser lint bench infinity gpu gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# ONNX Runtime comes from an extra: [cpu] here, unless `make gpu` already put the GPU build in
+# this venv (the two ship one `onnxruntime/` folder and must never sit side by side).
+HAS_GPU_ORT = $(BIN)/python -m pip show -q onnxruntime-gpu >/dev/null 2>&1
+
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e .; else $(BIN)/pip install -q -e ".[cpu]"; fi
 	touch $@
 
 # Tests compare against the reference frameworks (paddle, paddlenlp, PyTorch,
 # transformers) running the same weights, so they need every extra but gpu.
 $(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev,serve,paddle,hf,ray]"
+	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e ".[dev,serve,paddle,hf,ray]"; \
+	else $(BIN)/pip install -q -e ".[cpu,dev,serve,paddle,hf,ray]"; fi
 	touch $(STAMP_CORE) $@
 
 demo: $(STAMP_CORE)
@@ -74,10 +79,21 @@ infinity:
 	@$(MAKE) --no-print-directory $(INFINITY_VENV)/bin/infinity_emb \
 		|| echo "note: Infinity could not be installed into $(INFINITY_VENV): serve_load runs ours only and says why."
 
-# CUDA: onnxruntime-gpu replaces onnxruntime (both ship the `onnxruntime` module).
+# CUDA: onnxruntime-gpu replaces onnxruntime (both ship the `onnxruntime` module, so the CPU
+# build is removed first; core does not depend on it, so nothing brings it back).
+# `make gpu GPU_EXTRA=gpu-cu12` for NVIDIA drivers older than 580 (CUDA 12).
+GPU_EXTRA ?= gpu
 gpu: $(STAMP_CORE)
-	$(BIN)/pip uninstall -q -y onnxruntime
-	$(BIN)/pip install -q ".[gpu]"
+	$(BIN)/pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(BIN)/pip install -q -e ".[$(GPU_EXTRA)]"
+
+# The GPU check (not a test; no network needed): on a machine with an NVIDIA GPU, it installs
+# the onnxruntime-gpu wheel brought along into .cache/gpu-check/venv (beside the system's
+# packages, never over them) and proves fp16 / TensorRT / IO binding there, in <= 5 minutes.
+# make gpu-check WHEEL=/path/to/onnxruntime_gpu-....whl   (python3 benchmarks/gpu_check.py --help)
+WHEEL ?=
+gpu-check:
+	$(PY) benchmarks/gpu_check.py --wheel "$(WHEEL)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info src/*.egg-info

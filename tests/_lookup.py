@@ -139,13 +139,23 @@ def lookup_ner_dir(
 
 
 def build_bag_classifier(
-    path: Path, vocab_size: int, n_labels: int, seed: int = 0, output_name: str = "logits"
+    path: Path,
+    vocab_size: int,
+    n_labels: int,
+    seed: int = 0,
+    output_name: str = "logits",
+    table: np.ndarray | None = None,
 ) -> Path:
-    """logits[b] = mean of T[ids[b, t]] over non-pad tokens (pad id 0): a deterministic seq_cls graph."""
+    """logits[b] = mean of T[ids[b, t]] over non-pad tokens (pad id 0): a deterministic seq_cls graph.
+
+    `table` ([vocab_size, n_labels]) replaces the random one (seeded normal, std 2).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    table = np.random.default_rng(seed).normal(0, 2, (vocab_size, n_labels)).astype(np.float32)
+    if table is None:
+        table = np.random.default_rng(seed).normal(0, 2, (vocab_size, n_labels))
+    table = np.asarray(table, dtype=np.float32)
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
         helper.make_node("Equal", ["input_ids", "pad_id"], ["is_pad"]),

@@ -5,6 +5,8 @@
 >>> ner(["北京的涮肉，重庆的火锅"])[0].entities            # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING
+
 from ernie_deploy.api import load
 from ernie_deploy.errors import ErnieDeployError
 from ernie_deploy.options import LoadOptions
@@ -22,7 +24,20 @@ from ernie_deploy.tasks.results import (
 from ernie_deploy.tasks.seq_cls import SequenceClassifier
 from ernie_deploy.tasks.token_cls import TokenClassifier
 
+if TYPE_CHECKING:
+    from ernie_deploy.convert.tune import tune
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """`ernie_deploy.tune`, imported on first use (convert needs the heavy extras)."""
+    if name == "tune":
+        from ernie_deploy.convert.tune import tune
+
+        return tune
+    raise AttributeError(f"module 'ernie_deploy' has no attribute {name!r}")
+
 
 __all__ = [
     "Embedder",
@@ -39,4 +54,5 @@ __all__ = [
     "TokenClassifier",
     "TokenClsResult",
     "load",
+    "tune",
 ]

@@ -87,6 +87,8 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
             device=opts.device,
             intra_op_threads=opts.threads,
             fp16=opts.fp16,
+            batch_size=opts.batch_size,  # the TensorRT shape profile covers what the engine sends
+            max_seq_length=length,
             allow_spinning=opts.spinning,
         ),
     )
@@ -117,7 +119,7 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
     if config.task == "embedding":
         return Embedder(
             engine,
-            pooling=config.pooling or "cls",
+            pooling=config.pooling,  # None: CLS, and Embedder warns that it guessed
             normalize=True if config.normalize is None else config.normalize,
             truncate=opts.truncate,
         )

@@ -80,12 +80,14 @@ def test_failures_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     src = _source(tmp_path, "src", "token_cls", ("LABEL_0", "LABEL_1", "LABEL_2"))
     with pytest.raises(ConfigError, match="--labels"):  # placeholder names are no labels
         convert_hf(src.path, tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(ModelNotFoundError, match="save_pretrained"):
-        convert_hf(tmp_path, tmp_path / "out")
+        convert_hf(empty, tmp_path / "out")
     from ernie_deploy.convert import hf
 
     real = hf._torch_run
     monkeypatch.setattr(hf, "_torch_run", lambda *a: real(*a) + 1e-3)
     with pytest.raises(VerificationError):
         convert_hf(src.path, tmp_path / "out", labels="O,B-X,I-X")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "src"]

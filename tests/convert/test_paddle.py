@@ -131,12 +131,14 @@ def test_bad_sources_name_the_fix(
     with pytest.raises(LabelMismatchError, match="7 classes"):
         convert_paddle(src, tmp_path / "c", tokenizer_dir=paddle_ner.path, task="token_cls",
                        labels="O,B-PER,I-PER")  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
     with pytest.raises(ModelNotFoundError, match="No Paddle model"):
-        convert_paddle(tmp_path, tmp_path / "d")
+        convert_paddle(empty, tmp_path / "d")
     (tmp_path / "e").mkdir()
     with pytest.raises(OutputExistsError, match="--overwrite"):
         convert_paddle(src, tmp_path / "e")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "vocab_only"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "empty", "vocab_only"]
 
 
 def test_cli_convert_then_predict(

@@ -157,6 +157,8 @@ def test_huggingface_hub_inference_client_on_the_root(
     assert several.status_code == 422 and "'model'" in several.json()["error"]["message"]
     named = httpx.post(server.url, json={"inputs": "hi", "model": "rr"}, headers=AUTH)
     assert named.status_code == 422  # a reranker's root takes {query, texts}
+    broken = httpx.post(server.url, content=b'{"inputs": ', headers=AUTH)
+    assert broken.status_code == 400 and broken.json()["error"]["type"] == "invalid_json"
     ranked = httpx.post(
         server.url, json={"query": "hi", "texts": DOCS, "model": "rr"}, headers=AUTH
     )
@@ -256,3 +258,51 @@ def test_simple_serving_truncates_as_upstream(client: httpx.Client) -> None:
         "/models/cls", json={"data": {"text": long}, "parameters": {"truncation": False}}
     )
     assert refused.status_code == 422 and "truncat" in refused.json()["error"]["message"]
+
+
+# ---- in-process: a multi-label model and the server-wide --truncate --------------------------
+
+
+def test_simple_serving_multi_label_prob_limit(bag_cls: Any) -> None:
+    import ernie_deploy
+    from ernie_deploy.serve import ServeSettings
+    from tests.serve.test_app import run_app
+
+    model = ernie_deploy.load(bag_cls, task="seq_cls", multi_label=True, device="cpu")
+
+    async def scenario(app: Any, client: httpx.AsyncClient) -> None:
+        texts = ["北京的天气", "打球"]
+        native = (await client.post("/v1/classify", json={"texts": texts, "top_k": 15})).json()
+        counts = set()
+        for limit in (0.3, 0.5, 0.9):
+            body = {"data": {"text": texts}, "parameters": {"prob_limit": limit}}
+            result = (await client.post("/models/ml", json=body)).json()["result"]
+            for i, res in enumerate(native["results"]):
+                above = sorted(
+                    (int(x["label"].split("_")[1]), x["score"])
+                    for x in res["top_k"]
+                    if x["score"] > limit
+                )
+                assert result["label"][i] == [j for j, _ in above]
+                assert result["confidence"][i] == pytest.approx([p for _, p in above])
+            counts.add(sum(len(x) for x in result["label"]))
+        assert len(counts) > 1  # the threshold changed the answer
+
+    run_app({"ml": model}, ServeSettings(), scenario)
+
+
+def test_server_wide_truncate_default(bert_embed: Any) -> None:
+    import ernie_deploy
+    from ernie_deploy.serve import ServeSettings
+    from tests.serve.test_app import run_app
+
+    model = ernie_deploy.load(bert_embed.path, device="cpu")
+    long = "hello " * 300
+
+    async def scenario(app: Any, client: httpx.AsyncClient) -> None:
+        for path, body in (("/v1/embed", {"texts": long}), ("/v1/embeddings", {"input": long})):
+            assert (await client.post(path, json=body)).status_code == 200, path
+            refused = await client.post(path, json={**body, "truncate": False})
+            assert refused.status_code == 422, path
+
+    run_app({"emb": model}, ServeSettings(truncate=True), scenario)

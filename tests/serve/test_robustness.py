@@ -161,7 +161,7 @@ def test_a_large_answer_does_not_stall_health(ner_zh_server: Server) -> None:
     assert r.status_code == 200
     assert len(r.content) > 20_000_000
     assert sum(len(x["tokens"]) for x in r.json()["results"]) == 400_000
-    assert slowest < 1.0, f"/health waited {slowest:.2f} s behind the answer"
+    assert slowest < 1.5, f"/health waited {slowest:.2f} s behind the answer"
 
 
 def test_sigterm_honours_the_grace_period(ner_zh_server: Server) -> None:

@@ -16,6 +16,7 @@ from ernie_deploy.cli import options as opt
 from ernie_deploy.cli.batch import register as _register_batch
 from ernie_deploy.cli.convert import register as _register_convert
 from ernie_deploy.cli.serve import register as _register_serve
+from ernie_deploy.cli.tune import register as _register_tune
 from ernie_deploy.errors import ErnieDeployError, InputError, exit_code
 
 app = typer.Typer(
@@ -204,6 +205,7 @@ def models() -> None:
 _register_batch(app)
 _register_convert(app)
 _register_serve(app)
+_register_tune(app)
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ def describe(path: str | Path, tokenizer_dir: str | Path | None = None) -> str:
         + (f" (position table: {limit})" if limit else ""),
     ]
     if cfg.task == "embedding":
-        lines.append(f"pooling:    {cfg.pooling or 'cls'}, normalize={cfg.normalize is not False}")
+        pooling = cfg.pooling or "cls (guessed: nothing here says; pass --pooling)"
+        lines.append(f"pooling:    {pooling}, normalize={cfg.normalize is not False}")
     ops = ", ".join(f"{imp.domain or 'ai.onnx'} {imp.version}" for imp in graph.opset_import)
     lines.append(f"opset:      {ops}")
     lines.append("inputs:")

@@ -46,9 +46,9 @@ def parse_device(spec: str) -> Device:
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    from ernie_deploy.runtime.gpu import import_onnxruntime
 
-    return list(ort.get_available_providers())
+    return list(import_onnxruntime().get_available_providers())
 
 
 def resolve_providers(device: Device) -> list[tuple[str, dict[str, str]]]:
@@ -65,7 +65,8 @@ def resolve_providers(device: Device) -> list[tuple[str, dict[str, str]]]:
         raise ProviderNotAvailableError(
             f"Device {device.kind} needs {wanted}, which this onnxruntime build lacks "
             f"(it has {', '.join(have)}): install the GPU build with "
-            "`pip uninstall -y onnxruntime && pip install 'ernie-deploy[gpu]'` (or `make gpu`)."
+            "`pip uninstall -y onnxruntime && pip install 'ernie-deploy[gpu]'` (CUDA 13, driver "
+            ">= 580; 'ernie-deploy[gpu-cu12]' for older drivers; or `make gpu`)."
         )
     providers: list[tuple[str, dict[str, str]]] = []
     if device.kind == "tensorrt":
@@ -78,6 +79,11 @@ def resolve_providers(device: Device) -> list[tuple[str, dict[str, str]]]:
 def _cuda_options(index: int) -> dict[str, str]:
     # kSameAsRequested keeps the arena from doubling on every new (batch, length) shape.
     return {"device_id": str(index), "arena_extend_strategy": "kSameAsRequested"}
+
+
+def reference_providers(index: int) -> list[tuple[str, dict[str, str]]]:
+    """CUDA with TF32 off (ORT turns it on for Ampere+): the true fp32 that fp16 is checked against."""
+    return [(CUDA, {**_cuda_options(index), "use_tf32": "0"}), (CPU, {})]
 
 
 def usable_cpus() -> int:
@@ -114,14 +120,19 @@ def _cgroup_cpu_limit() -> float | None:
 
 @cache
 def compute_capability(index: int = 0) -> tuple[int, int] | None:
-    """(major, minor) of CUDA device `index`, probed without paddle or torch; None if unknown."""
+    """(major, minor) of CUDA device `index`, probed without paddle or torch; None if unknown.
+
+    `index` counts the GPUs this process sees, as CUDA and ONNX Runtime's `device_id` do: after
+    `CUDA_VISIBLE_DEVICES` (read when probing, never at import) has picked and reordered them.
+    The driver API applies it itself; `nvidia-smi` does not, so the entry is looked up first.
+    """
     cc = _cc_from_driver(index)
     return cc if cc is not None else _cc_from_nvidia_smi(index)
 
 
-def _cc_from_driver(index: int) -> tuple[int, int] | None:
+def _cc_from_driver(index: int, library: str = "libcuda.so.1") -> tuple[int, int] | None:
     try:
-        lib = ctypes.CDLL("libcuda.so.1")
+        lib = ctypes.CDLL(library)
     except OSError:
         return None
     major, minor, dev = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
@@ -135,13 +146,31 @@ def _cc_from_driver(index: int) -> tuple[int, int] | None:
     return major.value, minor.value
 
 
+def visible_gpu(index: int) -> str | None:
+    """What `nvidia-smi --id` must be given for the index-th GPU this process sees (None: none).
+
+    CUDA_VISIBLE_DEVICES lists indices, UUIDs (GPU-...) or MIG ids; nvidia-smi takes all three.
+    Unset means every GPU in nvidia-smi's order; empty or an invalid entry hides the rest.
+    """
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return str(index)
+    entries = []
+    for entry in (e.strip() for e in listed.split(",")):
+        if not entry or (entry.lstrip("-").isdigit() and int(entry) < 0):
+            break  # CUDA stops at the first invalid entry
+        entries.append(entry)
+    return entries[index] if 0 <= index < len(entries) else None
+
+
 def _cc_from_nvidia_smi(index: int) -> tuple[int, int] | None:
     exe = shutil.which("nvidia-smi")
-    if exe is None:
+    gpu = visible_gpu(index)
+    if exe is None or gpu is None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=compute_cap", "--format=csv,noheader", f"--id={index}"],
+            [exe, "--query-gpu=compute_cap", "--format=csv,noheader", f"--id={gpu}"],
             capture_output=True,
             text=True,
             timeout=10,

@@ -3,22 +3,26 @@
 `load_model` asks `fp16_gate` (CUDA/TensorRT and compute capability >= 7.0), then calls
 `prepare_fp16`, which is provider-agnostic (the tests run it on the CPU provider):
 
-1. Convert with `fp16_graph.convert_to_fp16` (ORT's bundled converter; the block list and why
-   are described there), unless the cache already holds the result.
-2. The cache key is a sha256 of the model bytes (external data included), the block list and
-   FORMAT_VERSION: `<model dir>/.ernie_deploy_cache/<stem>.fp16-<hash16>.onnx`, or
+1. Fuse, then convert (`fp16_graph.fuse_and_convert`: ORT's GPU recipe, so LayerNorm,
+   SkipLayerNorm and Attention stay fused in fp16; `convert_to_fp16` on the unfused graph only
+   when the fusions fail), unless the cache already holds the result.
+2. The cache key is a sha256 of the model bytes (external data included), the block list,
+   FORMAT_VERSION and the onnxruntime version (its fuser and converter write the graph):
+   `<model dir>/.ernie_deploy_cache/<stem>.fp16-<hash16>.onnx`, or
    `RuntimeConfig.cache_dir`, or ~/.cache/ernie_deploy when the model's directory is not
    writable or is the working directory (nothing is ever written into the working directory).
    Files are written under a temporary name and `os.replace`d, so concurrent loads never see
    half a file. Graphs past protobuf's 2 GB limit keep their weights in a `.data` file beside.
-3. Run fp32 and fp16 on a tokenizer-free probe batch; NaN/Inf, or argmax agreement below
-   `RuntimeConfig.fp16_min_agreement`, falls back to fp32 with an Fp16FallbackWarning.
+3. Run fp32 and fp16 on real-text probes made with the model's own tokenizer (runtime/probes.py;
+   random ids only when there is none); on CUDA the fp32 reference runs with TF32 off (ORT turns
+   it on for Ampere+, so "fp32" would be TF32). NaN/Inf, or argmax agreement below
+   `RuntimeConfig.fp16_min_agreement`, falls back to fp32 with an Fp16FallbackWarning; when fp16
+   is kept the fp32 session is dropped, freeing its GPU memory.
 
 Agreement (default 0.98): a position agrees when fp16's argmax is fp32's, or when fp32 scores
 the two within 1% of the output's scale (a tie that fp16 rounding may break either way). The
-probe batch is 8 rows of lengths 32..2 (136 token positions; static dims are honoured): 0.98
-tolerates two clear token flips and none among 8 sentence-level rows. A healthy fp16 model flips
-none (measured: 100% on every test graph); an overflowing one agreed on 17-24%.
+text probe is 16 sentences (~400 real tokens); the fallback 8 rows of lengths 32..2. A healthy
+fp16 model flips none (measured: 100% on every test graph); an overflowing one agreed on 17-24%.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 
 from ernie_deploy.errors import ConfigError
 from ernie_deploy.runtime.device import CUDA, TENSORRT
+from ernie_deploy.runtime.probes import PROBE_TEXTS, random_probe, text_probe
 from ernie_deploy.runtime.session import (
     DEFAULT_FP16_BLOCK_OPS,
     FP16_CPU_NOTICE,
@@ -61,9 +66,8 @@ __all__ = [
 
 FP16_PROVIDERS = (CUDA, TENSORRT)
 MIN_CAPABILITY = (7, 0)
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: fused before conversion
 CACHE_DIRNAME = ".ernie_deploy_cache"
-PROBE_ROWS, PROBE_LENGTH = 8, 32
 TIE_TOLERANCE = 0.01  # relative to the output's largest magnitude (at least 1)
 _PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap, less a margin for the graph itself
 _NEED = "fp16 needs a GPU of compute capability >= 7.0 (T4, A10, A100, H100)"
@@ -106,7 +110,11 @@ def prepare_fp16(
     make_session: Callable[[Path], Any],
     config: RuntimeConfig,
 ) -> Fp16Outcome:
-    """Convert (or reuse the cached) fp16 graph, check it against fp32, and pick the session."""
+    """Convert (or reuse the cached) fused fp16 graph, check it against fp32, pick the session.
+
+    `fp32_session` is the reference: on CUDA, `load_model` builds it with TF32 off. When fp16
+    is kept, this function holds no reference to it, so the caller's drop frees it.
+    """
     notes: list[str] = []
 
     def fall_back(reason: str, hint: str = "") -> Fp16Outcome:
@@ -127,29 +135,44 @@ def prepare_fp16(
         return fall_back(
             f"ONNX Runtime cannot load the fp16 graph {fp16_path} ({_first_line(exc)})"
         )
-    specs = input_specs(fp32_session, path)
-    feeds, mask = probe_feeds(fp32_session, specs)
-    names = [o.name for o in fp32_session.get_outputs()]
-    try:
-        reference = dict(zip(names, fp32_session.run(names, feeds)))
-        candidate = dict(zip(names, fp16_session.run(names, feeds)))
-    except Exception as exc:
-        return fall_back(f"fp16 could not be checked on a probe batch ({_first_line(exc)})")
-    report = compare_outputs(reference, candidate, mask)
-    hint = " (keep more op types in fp32 with RuntimeConfig(fp16_block_ops=...))"
-    if report.problem:
-        return fall_back(f"fp16 gave {report.problem} on the probe batch", hint)
-    if report.agreement < config.fp16_min_agreement:
-        return fall_back(
-            f"fp16 agreed with fp32 on only {report.agreement:.1%} of probe argmaxes "
-            f"(< {config.fp16_min_agreement * 100:g}%)",
-            hint,
-        )
+    failure, report = check_parity(fp16_session, fp32_session, path, config.fp16_min_agreement)
+    if failure is not None:
+        del fp16_session
+        return fall_back(failure, _HINT)
+    assert report is not None
     notes.append(
-        f"fp16 active ({fp16_path}): max abs diff {report.max_abs_diff:.2g} vs fp32 on a probe "
-        f"batch, argmax agreement {report.agreement:.1%}."
+        f"fp16 active ({fp16_path}): max abs diff {report.max_abs_diff:.2g} vs fp32 "
+        f"(TF32 off) on {report.probe}, argmax agreement {report.agreement:.1%}."
     )
     return Fp16Outcome(fp16_session, True, tuple(notes))
+
+
+_HINT = " (keep more op types in fp32 with RuntimeConfig(fp16_block_ops=...))"
+
+
+def check_parity(
+    candidate: Any, reference: Any, path: Path, min_agreement: float
+) -> tuple[str | None, ParityReport | None]:
+    """Run both sessions on the probe batch; (why fp16 must not be used, or None; the report)."""
+    specs = input_specs(reference, path)
+    feeds, mask, probe = probe_feeds(reference, specs, path.parent)
+    names = [o.name for o in reference.get_outputs()]
+    try:
+        expected = dict(zip(names, reference.run(names, feeds)))
+        got = dict(zip(names, candidate.run(names, feeds)))
+    except Exception as exc:
+        return f"fp16 could not be checked on a probe batch ({_first_line(exc)})", None
+    report = compare_outputs(expected, got, mask)
+    report = ParityReport(report.max_abs_diff, report.agreement, report.problem, probe)
+    if report.problem:
+        return f"fp16 gave {report.problem} on the probe batch", report
+    if report.agreement < min_agreement:
+        return (
+            f"fp16 agreed with fp32 on only {report.agreement:.1%} of probe argmaxes "
+            f"(< {min_agreement * 100:g}%)",
+            report,
+        )
+    return None, report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,28 +187,27 @@ class ParityReport:
     max_abs_diff: float
     agreement: float
     problem: str | None = None
+    probe: str = "a probe batch"
 
 
 def probe_feeds(
-    session: Any, specs: Sequence[InputSpec]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """A tokenizer-free batch for the inputs the graph declares, and its real-token mask."""
+    session: Any, specs: Sequence[InputSpec], model_dir: Path | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+    """The probe batch for the inputs the graph declares, its real-token mask, and what it is.
+
+    Real sentences tokenized with the tokenizer in `model_dir` (see runtime/probes.py) when the
+    graph's input shape is dynamic; else random ids (static dims honoured).
+    """
     shapes = {node.name: list(node.shape) for node in session.get_inputs()}
     ids_name = next(spec.name for spec in specs if spec.feature == "input_ids")
-    shape = shapes.get(ids_name, []) + [None, None]
-    rows = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else PROBE_ROWS
-    length = shape[1] if isinstance(shape[1], int) and shape[1] > 0 else PROBE_LENGTH
-    lengths = np.linspace(length, min(2, length), rows).round().astype(np.int64)
-    mask = np.arange(length)[None, :] < lengths[:, None]
-    ids = np.where(mask, np.random.default_rng(0).integers(1, 100, (rows, length)), 0)
-    features = {
-        "input_ids": ids,
-        "attention_mask": mask.astype(np.int64),
-        "token_type_ids": np.zeros_like(ids),
-        "position_ids": np.broadcast_to(np.arange(length), ids.shape),
-    }
+    shape = shapes.get(ids_name, [])
+    dynamic = not any(isinstance(d, int) and d > 0 for d in shape[:2])
+    features = text_probe(model_dir) if model_dir is not None and dynamic else None
+    what = f"{len(PROBE_TEXTS)} real-text probes"
+    if features is None:
+        features, what = random_probe(shape), "a random-id probe batch (no tokenizer found)"
     feeds = {s.name: np.ascontiguousarray(features[s.feature], dtype=s.dtype) for s in specs}
-    return feeds, mask
+    return feeds, features["attention_mask"].astype(bool), what
 
 
 def compare_outputs(
@@ -241,9 +263,15 @@ def fp16_model_path(
     for directory in dirs:
         if (directory / name).is_file():
             return directory / name, ()
-    from ernie_deploy.runtime.fp16_graph import convert_to_fp16
+    from ernie_deploy.runtime import fp16_graph
 
-    converted, notes = convert_to_fp16(model, block_ops, source.parent)
+    try:
+        converted, notes = fp16_graph.fuse_and_convert(source, block_ops)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the fusions assert on graphs they do not expect
+        converted, notes = fp16_graph.convert_to_fp16(model, block_ops, source.parent)
+        notes = (f"transformer fusion failed ({_first_line(exc)}): converted unfused", *notes)
     for directory in dirs:
         if _writable(directory):
             try:
@@ -256,6 +284,16 @@ def fp16_model_path(
     raise OSError(
         f"no writable fp16 cache directory among {', '.join(map(str, dirs))}; pass cache_dir"
     )
+
+
+def tensorrt_cache_dir(source: Path, cache_dir: str | Path | None = None) -> Path:
+    """Where TensorRT keeps engines and its timing cache for `source`: `trt/` in the first
+    writable fp16 cache directory (engines are keyed by TensorRT itself, per graph and GPU)."""
+    dirs = _cache_dirs(Path(source).resolve(), cache_dir)
+    for directory in dirs:
+        if _writable(directory / "trt"):
+            return directory / "trt"
+    raise ConfigError(f"Cannot write the TensorRT cache in {dirs[0]}: pass a writable cache_dir.")
 
 
 def _cache_dirs(source: Path, cache_dir: str | Path | None) -> list[Path]:
@@ -277,7 +315,13 @@ def _writable(directory: Path) -> bool:
 
 
 def _digest(source: Path, model: Any, block_ops: Sequence[str]) -> str:
-    key = f"ernie-deploy fp16 v{FORMAT_VERSION}\0{','.join(sorted(set(block_ops)))}\0"
+    """Model bytes (external data too), block list, recipe version, and the ORT version: its
+    fusions and converter write the graph, so another ORT may write another one."""
+    from ernie_deploy.runtime.gpu import import_onnxruntime
+
+    ort_version = import_onnxruntime().__version__
+    ops = ",".join(sorted(set(block_ops)))
+    key = f"ernie-deploy fp16 v{FORMAT_VERSION}\0ort {ort_version}\0{ops}\0"
     digest = hashlib.sha256(key.encode())
     locations = sorted(
         {

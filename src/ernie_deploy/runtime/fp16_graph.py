@@ -30,13 +30,24 @@ computes fp16 ops in fp16, as a plain GPU kernel would):
   nothing there; on unfused graphs it keeps the variance in fp32 at the price of ORT's runtime
   LayerNorm fusion (not measured on a GPU: `fp16_block_ops=()` trades it back).
 Unscaled, fp16 vs fp32 max abs diff on the CPU provider: logits 2e-5 to 3e-4, hidden states ~2e-3.
+
+Fuse first (`fuse_and_convert`, what the runtime builds for CUDA): converting the unfused graph
+with Pow / ReduceMean blocked puts Casts between ReduceMean and Sub, and ORT's LayerNormFusion
+(so SkipLayerNorm and Attention too) then matches nothing: on ner-zh, 0 LayerNorms fused.
+ORT's own recipe fuses first, then converts: ORT basic optimisation, the paddle2onnx Attention
+rewrite (`convert.fusion`), `optimize_model(model_type="bert", use_gpu=True, opt_level=0)` with
+a 1-D mask index (the count of real tokens per row: right padding, as the engine pads; the
+fused fp16 attention kernels want it, not a raw 2-D mask), then fp16 with `keep_io_types`.
+The fused graph has no Pow / ReduceMean left, so the block list costs no fusion there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +58,141 @@ from ernie_deploy.errors import ConfigError
 from ernie_deploy.runtime.session import DEFAULT_FP16_BLOCK_OPS
 
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+# Ops the transformer fusions write (counted in the notices and by the GPU check).
+FUSED_OPS = (
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+)
+
+
+def fused_counts(model: Any) -> dict[str, int]:
+    """How many of each FUSED_OPS op type the graph has (zero counts left out)."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in FUSED_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def attention_shape(model_dir: Path) -> tuple[int, int]:
+    """(num_heads, hidden_size) from config.json beside the graph, else (0, 0): ORT reads them
+    from the graph's Reshape shapes then."""
+    try:
+        data = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        heads, hidden = data["num_attention_heads"], data["hidden_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0
+    ok = isinstance(heads, int) and isinstance(hidden, int) and heads > 0 and hidden % heads == 0
+    return (heads, hidden) if ok else (0, 0)
+
+
+def fuse_and_convert(
+    source: Path, block_ops: Sequence[str] = DEFAULT_FP16_BLOCK_OPS
+) -> tuple[Any, tuple[str, ...]]:
+    """ORT's GPU fp16 recipe on the graph at `source`: fuse (see the module docstring), then fp16.
+
+    Returns the fp16 onnx.ModelProto and notices (what fused, what the converter warned about).
+    """
+    import onnx
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from ernie_deploy.convert.fusion import rewrite_attention
+
+    if "Cast" in block_ops:
+        raise ConfigError("'Cast' cannot be an fp16 block op (the converter never finishes).")
+    with tempfile.TemporaryDirectory(prefix="ernie_deploy_fp16_") as tmp:
+        basic = Path(tmp) / "basic.onnx"
+        _ort_basic(source, basic)
+        model = onnx.load(str(basic))
+    _name_nodes(model.graph)
+    heads, hidden = attention_shape(source.parent)
+    rewrite_attention(model, hidden // heads if heads else None)
+    options = FusionOptions("bert")
+    options.attention_mask_format = AttentionMaskFormat.MaskIndexEnd
+    with _converter_messages() as messages, _quiet_fusion_logs():
+        fused = optimize_model(
+            model,
+            model_type="bert",
+            num_heads=heads,
+            hidden_size=hidden,
+            optimization_options=options,
+            opt_level=0,
+            use_gpu=True,
+        )
+        counts = fused_counts(fused.model)
+        casts = [n.name for n in fused.model.graph.node if n.op_type == "Cast" and _to(n) == _FLOAT]
+        fused.convert_float_to_float16(
+            use_symbolic_shape_infer=True,
+            keep_io_types=True,
+            op_block_list=[*_default_block_list(), *block_ops],
+            node_block_list=casts,
+        )
+    model = fused.model
+    _merge_duplicates(model.graph)
+    _drop_round_trips(model.graph)
+    topological_sort(model.graph)
+    fused_text = ", ".join(f"{op} {n}" for op, n in sorted(counts.items())) or "nothing"
+    notes = [f"fused before fp16: {fused_text}"]
+    if messages:
+        notes.append(f"the fp16 converter warned {len(messages)}x, first: {messages[0][:200]}")
+    return model, tuple(notes)
+
+
+@contextmanager
+def _quiet_fusion_logs() -> Iterator[None]:
+    """Keep the fusion modules' INFO / WARNING lines ("Model producer not matched" ...) off
+    stderr; they import each other as top-level modules, so each logger is named after one."""
+    import sys
+
+    where = str(Path(sys.modules["onnxruntime.transformers"].__file__ or "").parent)
+    loggers = [
+        logging.getLogger(name)
+        for name, module in list(sys.modules.items())
+        if name.startswith("onnxruntime.transformers")
+        or ("." not in name and (getattr(module, "__file__", None) or "").startswith(where))
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _default_block_list() -> list[str]:
+    from onnxruntime.transformers import float16
+
+    return list(float16.DEFAULT_OP_BLOCK_LIST)
+
+
+def _ort_basic(source: Path, target: Path) -> None:
+    """ORT's provider-independent (basic) optimisations, written to `target` (weights beside)."""
+    from ernie_deploy.runtime.gpu import import_onnxruntime
+
+    ort = import_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(target)
+    opts.log_severity_level = 3
+    opts.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", target.name + ".data"
+    )
+    # ConstantSharing off, as onnxruntime.transformers does: shared scalars hide patterns.
+    ort.InferenceSession(
+        str(source),
+        opts,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=["ConstantSharing"],
+    )
 
 
 def convert_to_fp16(

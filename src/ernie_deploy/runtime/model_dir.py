@@ -5,7 +5,8 @@ Layouts loaded as they are:
 - a PaddleNLP save dir: `vocab.txt`, `tokenizer_config.json`, `config.json` or
   `model_config.json`, plus the `.onnx` written by paddle2onnx;
 - an optimum export dir: `model.onnx`, `config.json` (with id2label), `tokenizer.json`,
-  and for sentence-transformers models `1_Pooling/config.json` and `modules.json`;
+  and for sentence-transformers models `1_Pooling/config.json`, `modules.json` and
+  `sentence_bert_config.json` (its `max_seq_length`);
 - a bare `.onnx` file plus a tokenizer directory (infer.py's --model_path + --model_name_or_path).
 """
 
@@ -170,6 +171,7 @@ def read_config(directory: Path) -> tuple[ModelConfig, tuple[str, ...]]:
         ("model_config.json", _from_paddle_model_config),
         ("config.json", _from_hf_config),
         ("tokenizer_config.json", _from_tokenizer_config),
+        ("sentence_bert_config.json", _from_st_config),
         ("1_Pooling/config.json", _from_st_pooling),
         ("modules.json", _from_st_modules),
         ("labels.txt", _from_label_file),
@@ -225,6 +227,14 @@ def _from_paddle_model_config(file: Path) -> ModelConfig:
 def _from_tokenizer_config(file: Path) -> ModelConfig:
     value = _load_json(file).get("model_max_length")
     if isinstance(value, int) and 0 < value <= 8192:
+        return ModelConfig(max_seq_length=value)
+    return ModelConfig()
+
+
+def _from_st_config(file: Path) -> ModelConfig:
+    """sentence-transformers' own sequence limit (all-MiniLM: 256, below its tokenizer's 512)."""
+    value = _load_json(file).get("max_seq_length")
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 8192:
         return ModelConfig(max_seq_length=value)
     return ModelConfig()
 

@@ -19,8 +19,10 @@ from ernie_deploy.errors import (
     first_line,
 )
 from ernie_deploy.runtime import device as _device
+from ernie_deploy.runtime import gpu as _gpu
 from ernie_deploy.runtime.device import CPU, CUDA, TENSORRT, parse_device, resolve_providers
 from ernie_deploy.runtime.device import usable_cpus as _usable_cpus
+from ernie_deploy.runtime.gpu import import_onnxruntime
 
 # Inputs we know how to produce, and the other names exporters give them.
 FEEDABLE = ("input_ids", "token_type_ids", "attention_mask", "position_ids")
@@ -69,8 +71,13 @@ class RuntimeConfig:
         fp16_block_ops: op types the fp16 conversion keeps in fp32 (default: Pow and ReduceMean,
             the variance of exported LayerNorms, where fp16 overflows; see runtime/fp16_graph.py).
         fp16_min_agreement: the share of probe-batch argmaxes fp16 must share with fp32 (0..1).
-        cache_dir: where converted fp16 graphs are cached; None: `.ernie_deploy_cache/` beside the
-            model, or ~/.cache/ernie_deploy when that is not writable (never the working directory).
+        cache_dir: where converted fp16 graphs (and TensorRT engines, under `trt/`) are cached;
+            None: `.ernie_deploy_cache/` beside the model, or ~/.cache/ernie_deploy when that is
+            not writable (never the working directory).
+        batch_size: the largest batch the TensorRT shape profile covers (None: 32).
+        max_seq_length: the longest sequence the TensorRT shape profile covers (None: 512).
+        io_binding: bind inputs and outputs (one copy each way, outputs in ORT's arena); None
+            turns it on for CUDA / TensorRT sessions, where it saves copies and allocations.
     """
 
     device: str = "auto"
@@ -83,6 +90,9 @@ class RuntimeConfig:
     fp16_block_ops: tuple[str, ...] = DEFAULT_FP16_BLOCK_OPS
     fp16_min_agreement: float = DEFAULT_FP16_MIN_AGREEMENT
     cache_dir: str | Path | None = None
+    batch_size: int | None = None
+    max_seq_length: int | None = None
+    io_binding: bool | None = None
 
     def __post_init__(self) -> None:
         parse_device(self.device)
@@ -107,6 +117,10 @@ class RuntimeConfig:
             )
         if self.intra_op_threads is not None and self.intra_op_threads < 1:
             raise ConfigError("intra_op_threads must be at least 1 (or None to size it).")
+        for name in ("batch_size", "max_seq_length"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a whole number of at least 1 (or None).")
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class OnnxModel:
     providers: tuple[str, ...]
     fp16_active: bool = False
     notices: tuple[str, ...] = ()
+    bind_io: bool = False
 
     @property
     def on_gpu(self) -> bool:
@@ -155,8 +170,9 @@ class OnnxModel:
                 )
             ort_feeds[spec.name] = np.ascontiguousarray(value, dtype=spec.dtype)
         names = list(output_names) if output_names is not None else list(self.outputs)
+        run = self._run_bound if self.bind_io else self.session.run  # type: ignore[attr-defined]
         try:
-            values = self.session.run(names, ort_feeds)  # type: ignore[attr-defined]
+            values = run(names, ort_feeds)
         except Exception as exc:  # ORT raises several unrelated types: wrapped here, once
             shape = "x".join(str(n) for n in next(iter(ort_feeds.values())).shape)
             raise ModelRunError(
@@ -166,10 +182,23 @@ class OnnxModel:
             ) from exc
         return dict(zip(names, values))
 
+    def _run_bound(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """`session.run` through IO binding: each input copied to the device once, outputs left
+        in ORT's arena on the device and copied back once. A binding per call (thread-safe)."""
+        session: Any = self.session
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        where = "cuda" if self.on_gpu else "cpu"
+        index = parse_device(self.config.device).index if self.on_gpu else 0
+        for name in names:
+            binding.bind_output(name, where, index)
+        session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
+
 
 def build_session_options(config: RuntimeConfig) -> object:
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = config.intra_op_threads or _usable_cpus()
     opts.inter_op_num_threads = config.inter_op_threads
@@ -201,9 +230,12 @@ def load_model(
 
     `capability_probe(gpu_index)` returns the GPU's (major, minor) compute capability or None;
     it defaults to `device.compute_capability` and is only called when fp16 is asked for on a GPU.
+    GPU sessions: `onnxruntime.preload_dlls()` runs first; a session that lands on another
+    provider than asked is reported (FallbackWarning + notice); TensorRT gets the fp32 graph
+    with its own fp16 flag, caches and shape profiles (runtime/gpu.py); CUDA fp16 gets the fused
+    fp16 graph (runtime/fp16.py).
     """
-    import onnxruntime as ort
-
+    ort = import_onnxruntime()
     config = config or RuntimeConfig()
     path = Path(path)
     if not path.is_file():
@@ -212,15 +244,37 @@ def load_model(
         )
     device = parse_device(config.device)
     providers = resolve_providers(device)
+    requested = providers[0][0]
+    preload_notes = _gpu.preload_cuda_libraries() if requested != CPU else ()
+    probe = capability_probe or _device.compute_capability
+    trt_fp16 = False
+    if requested == TENSORRT:
+        from ernie_deploy.runtime import fp16
+
+        if config.fp16:
+            trt_fp16 = fp16.fp16_gate(TENSORRT, probe(device.index), f"cuda:{device.index}").enabled
+        profiles = _gpu.shape_profiles(
+            _declared_inputs(path), config.batch_size, config.max_seq_length
+        )
+        cache = fp16.tensorrt_cache_dir(path, config.cache_dir)
+        trt = _gpu.tensorrt_options(device.index, cache, fp16=trt_fp16, profiles=profiles)
+        providers[0] = (TENSORRT, trt)
+    if config.fp16:
+        # The session fp16 is checked against, and the one kept when fp16 falls back, is true
+        # fp32: TF32 off (ORT turns it on for Ampere+); under TensorRT, CUDA runs what it rejects.
+        providers = [(n, {**o, "use_tf32": "0"} if n == CUDA else o) for n, o in providers]
     options = build_session_options(config)
 
-    def make_session(model_path: Path) -> Any:
+    def make_session(
+        model_path: Path, chosen: list[tuple[str, dict[str, str]]] | None = None
+    ) -> Any:
+        chosen = providers if chosen is None else chosen
         try:
             return ort.InferenceSession(
                 str(model_path),
                 sess_options=options,
-                providers=[name for name, _ in providers],
-                provider_options=[opts for _, opts in providers],
+                providers=[name for name, _ in chosen],
+                provider_options=[opts for _, opts in chosen],
             )
         except Exception as exc:  # ORT raises several unrelated exception types
             raise ModelLoadError(
@@ -232,30 +286,53 @@ def load_model(
     inputs = input_specs(session, path)
     notices: list[str] = []
     used = tuple(session.get_providers())
-    if providers[0][0] != CPU and used[0] == CPU:
-        message = (
-            f"{providers[0][0]} was requested but ONNX Runtime placed the model on the CPU "
-            "(CUDA/cuDNN libraries missing or mismatched?): inference will be slow; "
-            "check `python -c 'import onnxruntime; onnxruntime.preload_dlls()'`."
+    if used[0] != requested:
+        message = _gpu.placement_notice(
+            requested,
+            used[0],
+            build_cuda=_gpu.ort_build()[2],
+            driver=_gpu.driver_cuda_version(),
+            preload_notes=preload_notes,
         )
-        warnings.warn(message, FallbackWarning, stacklevel=2)
-        notices.append(message)
+        if message:
+            warnings.warn(message, FallbackWarning, stacklevel=2)
+            notices.append(message)
     fp16_active = False
-    if config.fp16:
+    if config.fp16 and used[0] == TENSORRT and trt_fp16:
         from ernie_deploy.runtime import fp16
 
-        capability = None
-        if used[0] in fp16.FP16_PROVIDERS:
-            capability = (capability_probe or _device.compute_capability)(device.index)
+        reference = make_session(path, _device.reference_providers(device.index))
+        failure, report = fp16.check_parity(session, reference, path, config.fp16_min_agreement)
+        del reference
+        if failure is None and report is not None:
+            fp16_active = True
+            notices.append(
+                f"fp16 active (TensorRT trt_fp16_enable on the fp32 graph): max abs diff "
+                f"{report.max_abs_diff:.2g} vs fp32 (TF32 off) on {report.probe}, argmax "
+                f"agreement {report.agreement:.1%}."
+            )
+        else:
+            message = f"{failure}: running fp32."
+            warnings.warn(message, Fp16FallbackWarning, stacklevel=2)
+            notices.append(message)
+            del session
+            providers[0] = (TENSORRT, {**providers[0][1], "trt_fp16_enable": "False"})
+            session = make_session(path)
+    elif config.fp16:
+        from ernie_deploy.runtime import fp16
+
+        capability = probe(device.index) if used[0] in fp16.FP16_PROVIDERS else None
         gate = fp16.fp16_gate(used[0], capability, f"cuda:{device.index}")
         if gate.enabled:
             outcome = fp16.prepare_fp16(path, session, make_session, config)
             session, fp16_active = outcome.session, outcome.fp16_active
             notices.extend(outcome.notices)
+            del outcome  # when fp16 is kept nothing holds the fp32 session now: it is freed
         elif gate.notice:
             if gate.warn:
                 warnings.warn(gate.notice, Fp16FallbackWarning, stacklevel=2)
             notices.append(gate.notice)
+    on_gpu = used[0] in (CUDA, TENSORRT)
     return OnnxModel(
         path=path,
         config=config,
@@ -266,7 +343,27 @@ def load_model(
         providers=used,
         fp16_active=fp16_active,
         notices=tuple(notices),
+        bind_io=config.io_binding if config.io_binding is not None else on_gpu,
     )
+
+
+def _declared_inputs(path: Path) -> list[tuple[str, list[object]]]:
+    """(name, dims) of the graph's inputs, read without loading its weights."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return [
+        (
+            i.name,
+            [
+                d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in i.type.tensor_type.shape.dim
+            ],
+        )
+        for i in graph.input
+        if i.name not in weights
+    ]
 
 
 def input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:

@@ -25,7 +25,7 @@ def check_inputs(
     else it raises InputTooLongError (422) naming the limit; `windowed` (NER) only changes the
     advice, since NER windows long texts but still within the character limit.
     """
-    out = check_texts(texts, what=what)
+    out = check_texts(texts, what=what)  # empty texts, lone surrogates (JSON lets "\udfff" in)
     if len(out) > settings.max_texts:
         raise InputError(
             f"The request has {len(out)} {what}s but the server takes at most "

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ernie_deploy.serve.guards import api_key_dependencies
 from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.settings import ServeSettings
+from ernie_deploy.serve.tei import TEI_TASKS
 
 # Request schema -> the task whose models its `model` field names (None: any model).
 MODEL_FIELDS: dict[str, str | None] = {
@@ -29,6 +30,12 @@ MODEL_FIELDS: dict[str, str | None] = {
     "TokenizeRequest": None,
     "RerankRequest": "rerank",
     "EmbeddingsRequest": "embedding",
+    "TeiEmbedRequest": "embedding",
+    "TeiRerankRequest": "rerank",
+    "TeiPredictRequest": "seq_cls",
+    "TeiTokenizeRequest": None,
+    "InfinityRerankRequest": "rerank",
+    "InfinityClassifyRequest": "seq_cls",
 }
 
 
@@ -84,6 +91,11 @@ def describe(doc: dict[str, Any], registry: Registry) -> dict[str, Any]:
                 "anyOf": [choice, {"type": "null"}],
                 "description": text,
             }
+    tei = [m.name for m in registry.models.values() if m.task in TEI_TASKS]
+    for param in doc.get("paths", {}).get("/info", {}).get("get", {}).get("parameters", []):
+        if param.get("name") == "model" and tei:
+            param["schema"] = {"type": "string", "enum": tei}
+            param["required"] = len(tei) > 1
     sizes = sorted({d for d in (registry.embedding_size(m) for m in registry.models) if d})
     dims = schemas.get("EmbeddingsRequest", {}).get("properties", {}).get("dimensions")
     if dims is not None and sizes:

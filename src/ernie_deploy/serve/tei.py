@@ -10,11 +10,13 @@ characters (TEI's are UTF-8 bytes); errors keep this server's `{"error": {...}}`
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Optional, Union
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field, StrictBool, ValidationError
+from pydantic import Field, StrictBool, ValidationError, WithJsonSchema
 
 from ernie_deploy.errors import InputError
 from ernie_deploy.serve import schemas as s
@@ -45,8 +47,21 @@ class TeiRerankRequest(s._Compat):
     model: Optional[str] = None
 
 
+_SEQUENCE = {"type": "array", "items": s.NOT_BLANK, "minItems": 1, "maxItems": 2}
+PredictInputs = Annotated[
+    Union[s.Text, list[s.Text], list[list[s.Text]]],
+    WithJsonSchema(
+        {
+            "anyOf": [s.NOT_BLANK, _SEQUENCE, {"type": "array", "items": _SEQUENCE, "minItems": 1}],
+            "description": "A text, a pair [text, text_pair], or a batch of [text] and "
+            "[text, text_pair] lists.",
+        }
+    ),
+]
+
+
 class TeiPredictRequest(s._Compat):
-    inputs: Union[s.Text, list[s.Text], list[list[s.Text]]]
+    inputs: PredictInputs
     truncate: Optional[StrictBool] = None
     raw_scores: StrictBool = False
     model: Optional[str] = None
@@ -99,23 +114,25 @@ def tei_router(registry: Registry, settings: ServeSettings) -> APIRouter:
     async def predict(req: TeiPredictRequest) -> Any:
         served = registry.find(req.model, "seq_cls", "/predict")
         truncate = settings.truncating(req.truncate)
-        single, pairs = _predict_inputs(req.inputs)
+        batch, is_batch = _predict_inputs(req.inputs)
+        firsts = check_inputs([a for a, _ in batch], settings, truncate=truncate)
+        seconds = [b for _, b in batch if b is not None]
+        if seconds:
+            seconds = check_inputs(seconds, settings, truncate=truncate, what="text_pair")
         labels = list(served.predictor.labels)  # type: ignore[union-attr]
 
         def run(p: Any) -> list[list[dict[str, Any]]]:
-            if pairs is not None:
-                a = check_inputs([x for x, _ in pairs], settings, truncate=truncate)
-                b = check_inputs([y for _, y in pairs], settings, truncate=truncate)
-                logits = pair_logits(p, list(zip(a, b)), truncate)
-            else:
-                logits = p.logits(texts)
+            singles = [i for i, (_, b) in enumerate(batch) if b is None]
+            doubles = [i for i, (_, b) in enumerate(batch) if b is not None]
+            logits = np.empty((len(batch), len(labels)), np.float32)
+            if singles:
+                logits[singles] = p.logits([firsts[i] for i in singles])
+            if doubles:
+                pairs = [(firsts[i], b) for i, b in zip(doubles, seconds)]
+                logits[doubles] = pair_logits(p, pairs, truncate)
             return [ranked_labels(labels, row) for row in scores(p, logits, req.raw_scores)]
 
-        texts = check_inputs(single, settings, truncate=truncate) if single is not None else []
         out = await registry.call(served, run, truncate=truncate)
-        is_batch = (
-            isinstance(req.inputs, list) and bool(req.inputs) and isinstance(req.inputs[0], list)
-        )
         return await answer(out.value if is_batch else out.value[0])
 
     async def tokenize(req: TeiTokenizeRequest) -> Any:
@@ -139,40 +156,40 @@ def tei_router(registry: Registry, settings: ServeSettings) -> APIRouter:
     @router.post("/", include_in_schema=False)
     async def root(request: Request) -> Any:
         """TEI's root route, by the model's task: embed, predict or rerank."""
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError as exc:  # not JSON, or not UTF-8: the same 400 as every route
+            error = {"type": "json_invalid", "loc": ("body",), "msg": str(exc)}
+            raise RequestValidationError([{**error, "ctx": {"error": str(exc)}}]) from None
         name = body.get("model") if isinstance(body, dict) else None
         served = _tei_model(registry, name if isinstance(name, str) else None, "/")
-        kind = {"embed": (TeiEmbedRequest, embed), "predict": (TeiPredictRequest, predict)}
-        kind["rerank"] = (TeiRerankRequest, rerank)  # type: ignore[assignment]
-        schema, handler = kind[TEI_TASKS[served.task]]
+        kinds: dict[str, tuple[type[Any], Callable[[Any], Awaitable[Any]]]] = {
+            "embed": (TeiEmbedRequest, embed),
+            "predict": (TeiPredictRequest, predict),
+            "rerank": (TeiRerankRequest, rerank),
+        }
+        schema, handler = kinds[TEI_TASKS[served.task]]
         try:
-            req = schema.model_validate(body)
+            req: Any = schema.model_validate(body)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         req.model = served.name
-        return await handler(req)  # type: ignore[operator]
+        return await handler(req)
 
     return router
 
 
-def _predict_inputs(
-    inputs: str | list[str] | list[list[str]],
-) -> tuple[list[str] | None, list[tuple[str, str]] | None]:
-    """TEI's predict input: a text, a pair [a, b], or a batch of [a] / [a, b] lists."""
+def _predict_inputs(inputs: Any) -> tuple[list[tuple[str, str | None]], bool]:
+    """TEI's predict input as (text, text_pair or None) items, and whether it was a batch."""
     if isinstance(inputs, str):
-        return [inputs], None
-    if inputs and isinstance(inputs[0], str):
-        if len(inputs) == 1:
-            return [inputs[0]], None  # type: ignore[list-item]
-        if len(inputs) == 2:
-            return None, [(inputs[0], inputs[1])]  # type: ignore[list-item]
-    elif inputs and all(isinstance(x, list) and len(x) == 1 for x in inputs):
-        return [x[0] for x in inputs], None  # type: ignore[index]
-    elif inputs and all(isinstance(x, list) and len(x) == 2 for x in inputs):
-        return None, [(x[0], x[1]) for x in inputs]  # type: ignore[index]
+        return [(inputs, None)], False
+    if inputs and all(isinstance(x, str) for x in inputs) and len(inputs) <= 2:
+        return [(inputs[0], inputs[1] if len(inputs) == 2 else None)], False
+    if inputs and all(isinstance(x, list) and 1 <= len(x) <= 2 for x in inputs):
+        return [(x[0], x[1] if len(x) == 2 else None) for x in inputs], True
     raise InputError(
-        "'inputs' must be a text, a pair [text, text_pair], or a list of [text] or of "
-        "[text, text_pair] lists (not both): fix its shape."
+        "'inputs' must be a text, a pair [text, text_pair], or a list of [text] and "
+        "[text, text_pair] lists: fix its shape."
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ernie_deploy.errors import ConfigError
@@ -10,6 +12,14 @@ from ernie_deploy.tasks.engine import Engine, Predictor
 from ernie_deploy.tasks.results import EmbeddingResult
 
 __all__ = ["POOLED_NAMES", "TOKEN_NAMES", "Embedder", "l2_normalize", "pool"]
+GUESSED_POOLING = (
+    "{path}: nothing in the model directory says how to pool its token vectors (no "
+    '1_Pooling/config.json, no "pooling" in ernie_deploy.json), so CLS pooling is used: for a '
+    'sentence-transformers model exported without its pooling files pass pooling="mean" '
+    '(--pooling mean, or "pooling": "mean" in ernie_deploy.json), and the '
+    "max_seq_length its sentence_bert_config.json gives (or copy that file beside the model)."
+)
+log = logging.getLogger("ernie_deploy")
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
@@ -30,7 +40,8 @@ class Embedder(Predictor[EmbeddingResult]):
     Args:
         engine: tokenizer + model + batching.
         pooling: "cls" or "mean", applied when the graph outputs token states; a graph that
-            outputs a pooled vector (e.g. `sentence_embedding`) is used as it is.
+            outputs a pooled vector (e.g. `sentence_embedding`) is used as it is. None: CLS,
+            with a warning (logged once per model) that the pooling was guessed.
         normalize: L2-normalise the vectors (cosine similarity = dot product).
         truncate: cut texts longer than max_seq_length instead of raising InputTooLongError.
     """
@@ -38,13 +49,22 @@ class Embedder(Predictor[EmbeddingResult]):
     task = "embedding"
 
     def __init__(
-        self, engine: Engine, pooling: str = "cls", normalize: bool = True, truncate: bool = False
+        self,
+        engine: Engine,
+        pooling: str | None = "cls",
+        normalize: bool = True,
+        truncate: bool = False,
     ) -> None:
         super().__init__(engine)
+        guessed = pooling is None
+        pooling = pooling or "cls"
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"Unknown pooling {pooling!r}: use 'cls' or 'mean'.")
         self.output, self.token_level = embedding_output(engine.model)
         self.pooling = pooling
+        self.pooling_guessed = guessed and self.token_level
+        if self.pooling_guessed:
+            log.warning(GUESSED_POOLING.format(path=engine.model.path))
         self.normalize = normalize
         self.truncate = truncate
 
