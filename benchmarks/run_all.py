@@ -62,7 +62,9 @@ def command(script: str, args: argparse.Namespace, budget: float) -> list[str]:
     cmd = [sys.executable, str(HERE / f"{script}.py"), "--results", str(args.results)]
     cmd += ["--max-seconds", f"{budget:.0f}"]
     if script == "serve_load":
-        cmd += ["--quick", "--repeats", "1"] if args.quick else ["--repeats", "2", "--requests", "128"]
+        cmd += (
+            ["--quick", "--repeats", "1"] if args.quick else ["--repeats", "2", "--requests", "128"]
+        )
     else:
         cmd += ["--quick"] if args.quick else []
         cmd += ["--no-rss"] if args.no_rss else []
