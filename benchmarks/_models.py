@@ -244,6 +244,7 @@ def minilm_onnx() -> Path:
         return out
     from ernie_deploy.convert.hf import convert_hf
 
+    out.parent.mkdir(parents=True, exist_ok=True)  # convert refuses an OUT without a folder
     convert_hf(_data.minilm_dir(), out, task="embedding")
     return out
 
@@ -283,6 +284,7 @@ def variant(model_dir: Path, name: str) -> Path:
     out = base / f"{model_dir.name}.{name.replace('+', '-')}"
     if _ready(out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)  # convert refuses an OUT without a folder
     if name in ("O2", "O3"):
         from ernie_deploy.convert.optimize import optimize_model
 
