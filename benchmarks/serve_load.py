@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+import _harness as h  # noqa: E402
 import _serve_peers as peers  # noqa: E402
 import _serve_report as report  # noqa: E402
 from _http_load import Run, Server, encode, load_run  # noqa: E402
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             c.progress(f"{kind} {model} stopped (exit status {status}); its log: {server.log_path}")
     info["load_end"] = c.load_average()
     section = report.section(args, chosen, contenders, runs, info)
+    h.record_goals(SECTION, report.goals(runs, contenders), args.quick)
     c.emit(SECTION, section, info["machine"], args.results, write=not args.no_write)
     return 0
 
