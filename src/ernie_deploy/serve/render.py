@@ -33,7 +33,9 @@ def _pick_dumps() -> Callable[[Any], bytes]:
         import orjson
     except ModuleNotFoundError:  # serve extra without orjson: the stdlib encoder
         return _stdlib_dumps
-    option = orjson.OPT_SERIALIZE_NUMPY
+    # numpy values and non-string keys encode as the stdlib encoder's callers expect; a NaN
+    # (which the stdlib encoder refused) becomes null
+    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
     def dumps(value: Any) -> bytes:
         return orjson.dumps(value, option=option)
