@@ -1,4 +1,4 @@
-"""Prompts (E5's "query: " / "passage: "): read from the model directory, picked per call, on the API and the server."""
+"""Prompts (E5's "query: " / "passage: "): read from the model directory, chosen per call or request."""
 
 from __future__ import annotations
 
