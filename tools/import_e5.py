@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
+        for d in (a.out, a.pruned_out):
+            if d is not None and d.exists() and not d.is_dir():
+                raise ImportFailed(f"{d} is a file; pass a directory (it is replaced if present).")
         if a.pruned_out is not None and a.pruned_out.resolve() == a.out.resolve():
             raise ImportFailed("--pruned-out must differ from --out (the full model is its input).")
         if not (a.out / "model.safetensors").exists() or not a.skip_verify:

@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     work = Path(a.workdir)
+    if work.exists() and not work.is_dir():
+        print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
+        return 2
     work.mkdir(parents=True, exist_ok=True)
     hp_file, hp = work / "hparams.json", dict(vars(a))
     if hp_file.exists():
