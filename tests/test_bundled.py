@@ -99,3 +99,46 @@ def test_models_command_lists_them() -> None:
     assert result.exit_code == 0
     for name in SHIPPED:
         assert name in result.stdout
+
+
+EMBEDDING = "e5-small-zh-en"
+
+
+def test_e5_embedding_reproduces_the_decoded_fp32_vectors_recorded_at_export() -> None:
+    path = bundled_path(EMBEDDING)
+    assert path is not None
+    found = {m.name: m for m in bundled_models()}[EMBEDDING]
+    assert found.task == "embedding"
+    bundle = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    assert bundle["export"]["cosine_min_vs_decoded_fp32"] >= 0.999
+    assert max(p.stat().st_size for p in path.iterdir() if p.is_file()) <= 20 * 2**20
+    # the fp32 transformers model's vectors on the probe batch, recorded when it was built
+    check = np.load(path / "export_check.npz")
+    model = load_model(path / "model.onnx", RuntimeConfig(device="cpu"))
+    out = model.run({"input_ids": check["input_ids"], "attention_mask": check["attention_mask"]})
+    hidden = next(iter(out.values()))
+    mask = check["attention_mask"][..., None]
+    vec = (hidden * mask).sum(1) / mask.sum(1)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    assert (vec * check["fp32_vectors"]).sum(1).min() >= 0.999
+
+
+def test_e5_embedding_records_its_prompts() -> None:
+    path = bundled_path(EMBEDDING)
+    assert path is not None
+    prompts = {"query": "query: ", "passage": "passage: "}
+    st = json.loads((path / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    assert st["prompts"] == prompts
+    assert json.loads((path / "bundle.json").read_text(encoding="utf-8"))["prompts"] == prompts
+
+
+def test_e5_embedding_by_name_finds_the_related_passage() -> None:
+    emb = ernie_deploy.load(EMBEDDING)
+    query = "query: 北京今天的天气怎么样？"
+    passages = [
+        "passage: 今天北京晴转多云，最高气温十五度。",
+        "passage: The stock market fell sharply after the announcement.",
+        "passage: 我最喜欢吃四川火锅。",
+    ]
+    vectors = np.stack([r.vector for r in emb([query, *passages])])
+    assert int(np.argmax(vectors[1:] @ vectors[0])) == 0

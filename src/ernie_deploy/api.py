@@ -122,6 +122,8 @@ def _load(path: str | Path | None, opts: LoadOptions) -> AnyPredictor:
             pooling=config.pooling,  # None: CLS, and Embedder warns that it guessed
             normalize=True if config.normalize is None else config.normalize,
             truncate=opts.truncate,
+            prompts=dict(config.prompts or ()),
+            prompt_name=opts.prompt_name or config.default_prompt_name,
         )
     return Reranker(engine, truncate=opts.truncate)
 

@@ -49,6 +49,8 @@ class LoadOptions:
         spinning: whether ONNX Runtime's CPU threads spin between operators; None: ORT's
             default (on) in the library; `ernie-deploy serve` turns it off unless a model's
             config says otherwise (the server's own threads need the cores between runs).
+        prompt_name: embedding: the prompt (a named prefix such as E5's "query: ") put before
+            every text unless a call names another; None: the model's default_prompt_name.
     """
 
     task: str | None = None
@@ -67,6 +69,7 @@ class LoadOptions:
     normalize: bool | None = None
     decode: str | None = None
     spinning: bool | None = None
+    prompt_name: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str):
@@ -89,6 +92,10 @@ class LoadOptions:
             ),
             "the options",
         )
+        if self.prompt_name is not None and not (
+            isinstance(self.prompt_name, str) and self.prompt_name
+        ):
+            raise ConfigError(f"prompt_name must be a prompt's name, got {self.prompt_name!r}.")
         if self.labels is not None:
             object.__setattr__(self, "labels", parse_labels(self.labels))
         if self.tokenizer_dir is not None:

@@ -76,6 +76,7 @@ def predict(
     decode: opt.Decode = None,
     pooling: opt.Pooling = None,
     normalize: opt.Normalize = None,
+    prompt_name: opt.PromptName = None,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
     text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
 ) -> None:
@@ -105,6 +106,7 @@ def predict(
             decode=decode,
             pooling=pooling,
             normalize=normalize,
+            prompt_name=prompt_name,
         )
         if output_file is not None:  # before anything is read or loaded
             inputs = [input_file] if input_file is not None else []

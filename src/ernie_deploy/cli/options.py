@@ -42,6 +42,13 @@ Normalize = Annotated[
     typer.Option("--normalize/--no-normalize", help="embedding: L2-normalise (default: yes)."),
 ]
 
+PromptName = Annotated[
+    Optional[str],
+    typer.Option(
+        help="embedding: the model's prompt to put before each text (E5: query, passage)."
+    ),
+]
+
 
 def build_options(
     *,
@@ -60,6 +67,7 @@ def build_options(
     decode: str | None,
     pooling: str | None,
     normalize: bool | None,
+    prompt_name: str | None = None,
 ) -> LoadOptions:
     """The LoadOptions of a command line (flags left off keep the model directory's choice)."""
     return LoadOptions(
@@ -78,4 +86,5 @@ def build_options(
         pooling=pooling,
         normalize=normalize,
         decode=decode,
+        prompt_name=prompt_name,
     )

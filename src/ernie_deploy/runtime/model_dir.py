@@ -51,6 +51,9 @@ class ModelConfig:
         strict_bio: token_cls drops I-X tags that do not continue an X entity.
         decode: token_cls tag decoding, "argmax" (each word's best tag) or "viterbi" (the
             best tag sequence the BIO / BIOES rules allow).
+        prompts: embedding: named prefixes put before a text (E5's "query: " / "passage: "),
+            as sentence-transformers' config_sentence_transformers.json names them.
+        default_prompt_name: embedding: the prompt used when a call names none.
     """
 
     task: str | None = None
@@ -61,6 +64,8 @@ class ModelConfig:
     multi_label: bool | None = None
     strict_bio: bool | None = None
     decode: str | None = None
+    prompts: tuple[tuple[str, str], ...] | None = None
+    default_prompt_name: str | None = None
 
     def merged(self, other: ModelConfig) -> ModelConfig:
         """Fields set in `other` win over ours."""
@@ -71,6 +76,8 @@ class ModelConfig:
         data = {k: v for k, v in asdict(self).items() if v is not None}
         if "labels" in data:
             data["labels"] = list(data["labels"])
+        if "prompts" in data:
+            data["prompts"] = dict(data["prompts"])
         return data
 
 
@@ -172,6 +179,7 @@ def read_config(directory: Path) -> tuple[ModelConfig, tuple[str, ...]]:
         ("config.json", _from_hf_config),
         ("tokenizer_config.json", _from_tokenizer_config),
         ("sentence_bert_config.json", _from_st_config),
+        ("config_sentence_transformers.json", _from_st_prompts),
         ("1_Pooling/config.json", _from_st_pooling),
         ("modules.json", _from_st_modules),
         ("labels.txt", _from_label_file),
@@ -239,6 +247,33 @@ def _from_st_config(file: Path) -> ModelConfig:
     return ModelConfig()
 
 
+def _from_st_prompts(file: Path) -> ModelConfig:
+    """sentence-transformers' named prompts (`prompts`, `default_prompt_name`)."""
+    data = _load_json(file)
+    return ModelConfig(
+        prompts=_prompts(data.get("prompts"), file),
+        default_prompt_name=_prompt_name(data.get("default_prompt_name"), file),
+    )
+
+
+def _prompts(raw: Any, file: Path) -> tuple[tuple[str, str], ...] | None:
+    if raw is None or raw == {}:
+        return None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ConfigError(
+            f'"prompts" in {file} must map prompt names to prefixes, e.g. {{"query": "query: "}}.'
+        )
+    return tuple(raw.items())
+
+
+def _prompt_name(raw: Any, file: Path) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw):
+        return raw
+    raise ConfigError(f'"default_prompt_name" in {file} must be a prompt name or null.')
+
+
 def _from_st_pooling(file: Path) -> ModelConfig:
     data = _load_json(file)
     if data.get("pooling_mode_cls_token"):
@@ -285,6 +320,10 @@ def _from_own_config(file: Path) -> ModelConfig:
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise ConfigError(f'"labels" in {file} must be a list of strings.')
         data["labels"] = tuple(labels)
+    if "prompts" in data:
+        data["prompts"] = _prompts(data["prompts"], file)
+    if "default_prompt_name" in data:
+        data["default_prompt_name"] = _prompt_name(data["default_prompt_name"], file)
     return validate(ModelConfig(**data), str(file))
 
 

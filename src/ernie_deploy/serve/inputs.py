@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ernie_deploy.errors import InputError, InputTooLongError
 from ernie_deploy.serve.settings import ServeSettings
@@ -51,3 +52,25 @@ def check_inputs(
             "the server with a larger --max-request-chars."
         )
     return out
+
+
+_QUERY_TYPES = ("query", "search_query")
+
+
+def prompt_for(predictor: Any, prompt_name: str | None, input_type: str | None) -> str | None:
+    """The embedding prompt a request asks for (`prompt_name`, else its `input_type` mapped to
+    the model's query / passage prompt); None keeps the model's default. One sentence if the
+    model has no such prompt."""
+    if prompt_name is not None:
+        return str(predictor.check_prompt(prompt_name))
+    if input_type is None:
+        return None
+    wanted = ("query",) if input_type in _QUERY_TYPES else ("passage", "document")
+    for name in wanted:
+        if name in predictor.prompts:
+            return name
+    known = ", ".join(repr(n) for n in predictor.prompts) or "none"
+    raise InputError(
+        f"input_type {input_type!r} needs a {' or '.join(wanted)} prompt, but this model's "
+        f"prompts are {known}: leave input_type out, or name one with prompt_name."
+    )

