@@ -9,10 +9,10 @@ Design (pre / core / post, as in infinity):
 * **core** runs in one inference thread per model (`Batcher`). `QueuedEngine.run` hands the
   request's encoded rows (one per text, per NER window or per query-document pair) to the
   batcher as a job and blocks its worker thread until the rows are done. The inference thread
-  waits for company only while it can come: while requests for this model that a worker
-  thread has started have not handed in their rows yet (they are being tokenized), until the
+  waits for company only while it can come: while requests admitted for this model have not
+  handed in their rows yet (they are being tokenized, or wait for a worker thread), until the
   oldest job has waited `max_wait_ms` or a full batch is waiting. A lone request (nothing else
-  being prepared) runs at once (unless `hold_for_company`). Then it takes every waiting job, sorts
+  admitted) runs at once (unless `hold_for_company`). Then it takes every waiting job, sorts
   their rows by length (longest first) and cuts them into batches of at most
   `max_batch_size` rows and `max_batch_tokens` padded tokens (rows x longest row; a row
   longer than the budget runs alone), starting a new batch where the next row would bring the
@@ -108,7 +108,7 @@ class Batcher:
         self._pending: list[_Job] = []
         self._pending_rows = 0
         self._pending_tokens = 0
-        self._arriving = 0  # requests being prepared that have not handed in their rows yet
+        self._arriving = 0  # requests admitted that have not handed in their rows yet
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -134,7 +134,7 @@ class Batcher:
             self._thread.join(timeout)
 
     def expect(self) -> None:
-        """A request is being prepared and will hand in rows soon: batches may wait for it."""
+        """A request was admitted and will hand in rows soon: batches may wait for it."""
         with self._cond:
             self._arriving += 1
 

@@ -164,11 +164,13 @@ class Registry:
         gauge = self.metrics.queue_depth.labels(served.name)
         served.in_flight += 1
         gauge.set(served.in_flight)
+        engine: QueuedEngine | None = None
         try:
             predictor, engine = request_copy(served, options)
+            engine.expect()  # batches may wait for its rows; a lone request runs at once
             loop = asyncio.get_running_loop()
             try:
-                value = await loop.run_in_executor(served.pool, _expecting, engine, fn, predictor)
+                value = await loop.run_in_executor(served.pool, fn, predictor)
             except asyncio.CancelledError:
                 # uvicorn cuts requests off when the shutdown grace period is over: drop the
                 # request's queued rows (freeing its worker) and answer 503 instead of a traceback.
@@ -179,19 +181,10 @@ class Registry:
                 ) from None
             return Outcome(value, engine.tokens)
         finally:
+            if engine is not None:
+                engine.settle()
             served.in_flight -= 1
             gauge.set(served.in_flight)
-
-
-def _expecting(engine: QueuedEngine, fn: Callable[[Any], T], predictor: Any) -> T:
-    """`fn(predictor)` on a worker thread, announced to the batcher first: batches may wait for
-    its rows while it tokenizes (a request still queued for a worker is not waited for: with
-    every worker blocked on a batch it could not come); a lone request runs at once."""
-    engine.expect()
-    try:
-        return fn(predictor)
-    finally:
-        engine.settle()  # a no-op once its rows were handed in
 
 
 def request_copy(served: ServedModel, options: Mapping[str, Any]) -> tuple[Any, QueuedEngine]:

@@ -68,8 +68,8 @@ class ServeSettings:
             a single row longer than that still runs, alone.
         max_batch_size: rows (sequences) per batch.
         max_wait_ms: how long the first waiting request may be held for others to join it,
-            while other requests for the model are still on their way (a worker thread is
-            tokenizing them); a lone request is not held.
+            while other requests admitted for the model are still on their way (tokenizing, or
+            waiting for a worker thread); a lone request is not held.
         hold_for_company: hold the first waiting request `max_wait_ms` even when no other
             request is on its way (the behaviour before issue 13; costs a lone request that
             long, see benchmarks/RESULTS.md).
