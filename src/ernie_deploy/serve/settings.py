@@ -87,7 +87,8 @@ class ServeSettings:
         truncate: cut over-long texts when a request does not say (its `truncate` field wins);
             False answers them 422.
         workers: threads per model that tokenize and post-process its requests (inference has
-            one more thread per model).
+            one more thread per model). Keep it at least max_batch_size: a batch waits (up to
+            max_wait_ms) for admitted requests, and those queued behind busy workers come late.
         graceful_timeout_s: on SIGTERM, how long the requests in flight may take before being
             cut off (their queued batches are dropped) and the server exits.
         playground: serve the playground page at `GET /`; None (the default) serves it only
