@@ -87,3 +87,12 @@ def test_server_routes_take_prompt_name_and_input_type(e5_like: Path) -> None:
         assert bad.status_code == 422 and "Unknown prompt_name" in bad.json()["error"]["message"]
 
     run_app({"emb": emb}, ServeSettings(), scenario)
+
+
+def test_input_type_without_a_matching_prompt_is_no_prompt(bert_embed: RefModel) -> None:
+    from ernie_deploy.serve.inputs import prompt_for
+
+    plain = ernie_deploy.load(bert_embed.path, device="cpu")  # names no prompts
+    assert prompt_for(plain, None, "search_document") is None  # Cohere's clients always send it
+    with pytest.raises(InputError, match="Unknown prompt_name 'query'.*none"):
+        prompt_for(plain, "query", None)

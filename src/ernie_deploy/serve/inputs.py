@@ -58,19 +58,12 @@ _QUERY_TYPES = ("query", "search_query")
 
 
 def prompt_for(predictor: Any, prompt_name: str | None, input_type: str | None) -> str | None:
-    """The embedding prompt a request asks for (`prompt_name`, else its `input_type` mapped to
-    the model's query / passage prompt); None keeps the model's default. One sentence if the
-    model has no such prompt."""
+    """The embedding prompt a request asks for: `prompt_name` (one sentence if the model has no
+    such prompt), else its `input_type` mapped to the model's query / passage prompt, when it
+    has one (clients such as Cohere's send input_type to every model); None: the default."""
     if prompt_name is not None:
         return str(predictor.check_prompt(prompt_name))
     if input_type is None:
         return None
     wanted = ("query",) if input_type in _QUERY_TYPES else ("passage", "document")
-    for name in wanted:
-        if name in predictor.prompts:
-            return name
-    known = ", ".join(repr(n) for n in predictor.prompts) or "none"
-    raise InputError(
-        f"input_type {input_type!r} needs a {' or '.join(wanted)} prompt, but this model's "
-        f"prompts are {known}: leave input_type out, or name one with prompt_name."
-    )
+    return next((name for name in wanted if name in predictor.prompts), None)

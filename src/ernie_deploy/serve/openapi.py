@@ -5,6 +5,7 @@ app knows, so a client (or schemathesis) reading `/openapi.json` is told the tru
 
 * `model`: the names loaded for each route's task, required where several are loaded;
 * OpenAI `dimensions`: the sizes the loaded embedding models make;
+* `prompt_name`: the prompts the loaded embedding models name;
 * with an API key and no `public_docs`, `/openapi.json`, `/docs` and `/redoc` need the key.
 """
 
@@ -96,6 +97,19 @@ def describe(doc: dict[str, Any], registry: Registry) -> dict[str, Any]:
         if param.get("name") == "model" and tei:
             param["schema"] = {"type": "string", "enum": tei}
             param["required"] = len(tei) > 1
+    prompts = sorted(
+        {n for m in registry.models.values() for n in getattr(m.predictor, "prompts", {})}
+    )
+    for schema in schemas.values():
+        prop = schema.get("properties", {}).get("prompt_name")
+        if prop is not None:  # the prompt names the loaded embedding models have
+            choices: list[dict[str, Any]] = [{"type": "null"}]
+            if prompts:
+                choices.insert(0, {"type": "string", "enum": prompts})
+            schema["properties"]["prompt_name"] = {
+                "anyOf": choices,
+                "description": prop.get("description", ""),
+            }
     sizes = sorted({d for d in (registry.embedding_size(m) for m in registry.models) if d})
     dims = schemas.get("EmbeddingsRequest", {}).get("properties", {}).get("dimensions")
     if dims is not None and sizes:

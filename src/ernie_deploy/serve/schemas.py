@@ -72,7 +72,7 @@ class EmbedRequest(_Native):
     input_type: Optional[InputType] = Field(
         default=None,
         description="query or document (Cohere's search_query / search_document too): the "
-        "model's query or passage/document prompt; prompt_name wins.",
+        "model's query or passage/document prompt, if it has one; prompt_name wins.",
     )
 
 
