@@ -91,9 +91,12 @@ def model_args(
 
 @pytest.fixture(scope="session")
 def server(model_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The shared server: all four tasks, an API key, a 30 ms batching window."""
+    """The shared server: all four tasks, an API key, a 30 ms batching window that requests always
+    wait out (--hold-for-company), so merging across requests does not depend on timing; the
+    default (run at once when nothing else is on its way) is tested in test_batcher.py."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    args = [*model_args, "--api-key", API_KEY, "--max-wait-ms", "30", "--device", "cpu"]
+    args = [*model_args, "--api-key", API_KEY, "--max-wait-ms", "30", "--hold-for-company"]
+    args += ["--device", "cpu"]
     srv = start_server(args, log)
     yield srv
     srv.stop()
