@@ -16,14 +16,10 @@ right for left and right padding alike. The optimised graph keeps the source's i
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
-import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +36,7 @@ from ernie_deploy.errors import (
     first_line,
 )
 from ernie_deploy.runtime.checks import read_graph
+from ernie_deploy.runtime.fp16_graph import quiet_fusion_logs
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import RuntimeConfig
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -262,7 +259,7 @@ def _fuse(graph: Any, level: str, heads: int, hidden: int) -> Any:
     options.use_raw_attention_mask(True)
     options.enable_gelu_approximation = level == "O3"
     try:
-        with _quiet_ort_transformers():
+        with quiet_fusion_logs():  # one quieter, shared with the fp16 path
             fused = ort_optimize(
                 graph,
                 model_type="bert",
@@ -277,29 +274,6 @@ def _fuse(graph: Any, level: str, heads: int, hidden: int) -> Any:
             f"{str(exc)[:200]}): use --level O1."
         ) from exc
     return fused.model
-
-
-@contextlib.contextmanager
-def _quiet_ort_transformers() -> Iterator[None]:
-    """Keep onnxruntime.transformers' INFO / WARNING chatter (producer mismatch ...) off stderr.
-
-    Its modules import each other as top-level modules, so each has a logger named after it.
-    """
-    where = str(Path(sys.modules["onnxruntime.transformers"].__file__ or "").parent)
-    names = [
-        name
-        for name, module in list(sys.modules.items())
-        if (getattr(module, "__file__", None) or "").startswith(where) and "." not in name
-    ]
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
 
 
 def _save(graph: Any, target: Path, external: bool) -> None:

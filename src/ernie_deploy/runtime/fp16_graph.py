@@ -116,7 +116,7 @@ def fuse_and_convert(
     rewrite_attention(model, hidden // heads if heads else None)
     options = FusionOptions("bert")
     options.attention_mask_format = AttentionMaskFormat.MaskIndexEnd
-    with _converter_messages() as messages, _quiet_fusion_logs():
+    with _converter_messages() as messages, quiet_fusion_logs():
         fused = optimize_model(
             model,
             model_type="bert",
@@ -146,7 +146,7 @@ def fuse_and_convert(
 
 
 @contextmanager
-def _quiet_fusion_logs() -> Iterator[None]:
+def quiet_fusion_logs() -> Iterator[None]:
     """Keep the fusion modules' INFO / WARNING lines ("Model producer not matched" ...) off
     stderr; they import each other as top-level modules, so each logger is named after one."""
     import sys
