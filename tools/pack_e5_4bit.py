@@ -38,6 +38,18 @@ class PackFailed(Exception):
     """One sentence saying why the graph cannot be packed."""
 
 
+def q8_blocks(w: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rows of `w` [rows, cols] -> (uint8 [rows, cols/block, block] with zero point 128,
+    scales [rows, cols/block], max abs error): symmetric, scale = block abs max / 127."""
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // block, block)
+    scale = (np.abs(blocks).max(-1) / 127.0).astype(np.float32)
+    safe = np.where(scale == 0, 1.0, scale)[..., None]
+    q = (np.clip(np.rint(blocks / safe), -127, 127) + 128).astype(np.uint8)
+    err = float(np.abs((q.astype(np.float32) - 128) * scale[..., None] - blocks).max())
+    return q, scale, err
+
+
 def q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Rows of `w` [rows, cols] -> (packed uint8 [rows, cols/32, 16], scales [rows, cols/32],
     max abs error of the round trip). Element 2i is the low nibble of byte i (ORT's order)."""
@@ -53,7 +65,19 @@ def q4_blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return packed, scale, err
 
 
-def pack(src: Path, out: Path) -> dict:
+def _blocks(w: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray, float]:
+    if bits == 4 and block == QK:
+        return q4_blocks(w)
+    if bits == 8:
+        return q8_blocks(w, block)
+    raise PackFailed(f"bits {bits} with block {block} is not supported: use 4 (block 32) or 8.")
+
+
+def pack(
+    src: Path, out: Path, bits: int = 4, block: int = QK, accuracy_level: int | None = None
+) -> dict:
+    """bits 4: the exact q4_0 blocks (refused if the weights are not such blocks);
+    bits 8: symmetric 8-bit blocks of `block` weights, weight-only (fp32 activations)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -68,57 +92,58 @@ def pack(src: Path, out: Path) -> dict:
     new_nodes, new_inits, worst, packed_ops = [], [], 0.0, 0
     for node in graph.node:
         name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else ""
-        if name in inits and len(inits[name].dims) == 2 and inits[name].dims[0] % QK == 0:
+        if name in inits and len(inits[name].dims) == 2 and inits[name].dims[0] % block == 0:
             b = numpy_helper.to_array(inits[name])  # [K, N]
             k, n = b.shape
-            packed, scale, err = q4_blocks(np.ascontiguousarray(b.T))
+            packed, scale, err = _blocks(np.ascontiguousarray(b.T), bits, block)
             worst = max(worst, err)
             new_inits += [
-                numpy_helper.from_array(packed, name + "_q4"),
+                numpy_helper.from_array(packed, name + f"_q{bits}"),
                 numpy_helper.from_array(scale.reshape(-1), name + "_scales"),
             ]
             new_nodes.append(
                 helper.make_node(
                     "MatMulNBits",
-                    [node.input[0], name + "_q4", name + "_scales"],
+                    [node.input[0], name + f"_q{bits}", name + "_scales"],
                     list(node.output),
-                    name=node.name + "_q4",
+                    name=node.name + f"_q{bits}",
                     domain="com.microsoft",
                     K=k,
                     N=n,
-                    bits=4,
-                    block_size=QK,
+                    bits=bits,
+                    block_size=block,
+                    **({} if accuracy_level is None else {"accuracy_level": accuracy_level}),
                 )
             )
             used.add(name)
             packed_ops += 1
-        elif node.op_type == "Gather" and node.input[0] == "embeddings.word_embeddings.weight":
+        elif node.op_type == "Gather" and node.input[0].endswith("word_embeddings.weight"):
             table = numpy_helper.to_array(inits[node.input[0]])
-            packed, scale, err = q4_blocks(table)
+            packed, scale, err = _blocks(table, bits, block)
             worst = max(worst, err)
             base = node.input[0]
             new_inits += [
-                numpy_helper.from_array(packed.reshape(table.shape[0], -1), base + "_q4"),
+                numpy_helper.from_array(packed.reshape(table.shape[0], -1), base + f"_q{bits}"),
                 numpy_helper.from_array(scale, base + "_scales"),
             ]
             new_nodes.append(
                 helper.make_node(
                     "GatherBlockQuantized",
-                    [base + "_q4", node.input[1], base + "_scales"],
+                    [base + f"_q{bits}", node.input[1], base + "_scales"],
                     list(node.output),
-                    name=node.name + "_q4",
+                    name=node.name + f"_q{bits}",
                     domain="com.microsoft",
                     gather_axis=0,
                     quantize_axis=1,
-                    block_size=QK,
-                    bits=4,
+                    block_size=block,
+                    bits=bits,
                 )
             )
             used.add(base)
             packed_ops += 1
         else:
             new_nodes.append(node)
-    if worst > 1e-6:
+    if bits == 4 and worst > 1e-6:
         raise PackFailed(
             f"the weights are not 4-bit blocks of {QK} (round trip error {worst:.3g})."
         )
@@ -129,19 +154,19 @@ def pack(src: Path, out: Path) -> dict:
     graph.initializer.extend(kept + new_inits)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _save_split(model, out)
+    save_split(model, out)
     for item in src.iterdir():
         if item.name not in ("model.onnx",) and not item.name.startswith("model.onnx"):
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
     return {"packed_ops": packed_ops, "round_trip_max_abs_err": worst}
 
 
-def _save_split(model: object, out: Path) -> None:
+def save_split(model: object, out: Path) -> None:
     """Write model.onnx with every tensor over 64 KiB in data files of at most FILE_LIMIT bytes."""
     import onnx
     from onnx.external_data_helper import set_external_data
 
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     files: list[int] = []
     for tensor in sorted(model.graph.initializer, key=lambda t: -len(t.raw_data)):  # type: ignore[attr-defined]
         size = len(tensor.raw_data)

