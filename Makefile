@@ -17,7 +17,7 @@ $(BIN)/python:
 HAS_GPU_ORT = $(BIN)/python -m pip show -q onnxruntime-gpu >/dev/null 2>&1
 
 $(STAMP_CORE): pyproject.toml | $(BIN)/python
-	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e .; else $(BIN)/pip install -q -e ".[cpu]"; fi
+	if $(HAS_GPU_ORT); then $(BIN)/pip install -q -e ".[serve]"; else $(BIN)/pip install -q -e ".[cpu,serve]"; fi
 	touch $@
 
 # Tests compare against the reference frameworks (paddle, paddlenlp, PyTorch,

@@ -1,12 +1,14 @@
 """`make demo`: the main job — the ERNIE 3.0 guide's command lines on the bundled models.
 
 Runs, as a user would, with nothing downloaded:
-  1. `python infer.py --task_name token_cls` on the bundled ner-zh model (the guide's lines),
-  2. `python infer.py --task_name seq_cls` on the bundled sentiment-zh model,
-  3. `ernie-deploy predict ner-zh` on mixed Chinese / English / digits text (exact offsets, jsonl),
-  4. a 3,000-character text, windowed rather than truncated,
+  1. `python infer.py --task_name token_cls` on the default NER model (ner-zh-e5: the guide's
+     lines),
+  2. `python infer.py --task_name seq_cls` on the default classifier (sentiment-zh-e5),
+  3. `ernie-deploy predict ner-zh-e5` on mixed Chinese / English / digits text (exact offsets),
+  4. a 3,060-character text, windowed rather than truncated (420 entities expected),
   5. the bundled e5-small-zh-en embedding model: a zh/en similarity matrix and a tiny retrieval
-     (E5's "query: " / "passage: " prompts picked by name).
+     (E5's "query: " / "passage: " prompts picked by name),
+  6. `ernie-deploy serve` on the default NER model, one HTTP request, then Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ MIXED = "2008年，姚明在上海的东方体育中心和 Michael Jordan 打NBA
 
 
 def main() -> int:
-    for task, name in (("token_cls", "ner-zh"), ("seq_cls", "sentiment-zh")):
-        print(f"\n$ python infer.py --task_name {task}   # the bundled {name} model")
+    from ernie_deploy.runtime.bundled import DEFAULTS
+
+    for task, name in DEFAULTS.items():
+        print(f"\n$ python infer.py --task_name {task}   # the bundled default, {name}")
         subprocess.run([sys.executable, str(ROOT / "infer.py"), "--task_name", task], check=True)
 
-    print(f"\n$ ernie-deploy predict ner-zh '{MIXED}'")
+    print(f"\n$ ernie-deploy predict {DEFAULTS['token_cls']} '{MIXED}'")
     import ernie_deploy
 
-    ner = ernie_deploy.load("ner-zh")
+    ner = ernie_deploy.load(DEFAULTS["token_cls"])
     result = ner(MIXED)[0]
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     assert all(MIXED[e.start : e.end] == e.text for e in result.entities)
@@ -43,11 +47,62 @@ def main() -> int:
     assert all(long_text[e.start : e.end] == e.text for e in found)
     print(
         f"\n{len(long_text)}-character text (the guide's two texts x 60), max_seq_length 128, "
-        f"windowed, not cut: {len(found)} entities; the last three: "
+        f"windowed, not cut: {len(found)} entities (7 x 60 = 420 expected); the last three: "
         + ", ".join(f"{e.text} {e.label} [{e.start}, {e.end - 1}]" for e in found[-3:])
     )
     embedding_demo(ernie_deploy)
+    server_demo(DEFAULTS["token_cls"])
     return 0
+
+
+def server_demo(model: str) -> None:
+    """`ernie-deploy serve` started as a user starts it, one request, then Ctrl-C."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        print("\n(server step skipped: pip install 'ernie-deploy[serve]' for it)")
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "ernie_deploy", "serve", f"ner={model}", "--port", str(port)]
+    print(f"\n$ ernie-deploy serve ner={model} --port {port}   # then one request, then Ctrl-C")
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None:
+                    raise SystemExit(f"the server exited with {server.returncode}") from None
+                time.sleep(0.2)
+        body = json.dumps({"texts": [MIXED]}, ensure_ascii=False).encode()
+        print(f"$ curl -s {base}/v1/ner -H 'content-type: application/json' -d '{body.decode()}'")
+        req = urllib.request.Request(
+            base + "/v1/ner", data=body, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.loads(r.read())
+        ents = answer["results"][0]["entities"]
+        print(f'{{"model": "{answer["model"]}", "results": [{{"text": ..., "entities": [')
+        print(",\n".join("    " + json.dumps(e, ensure_ascii=False) for e in ents) + "]}]}")
+        print(f"(the playground page is at {base}/ while it runs)")
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 PASSAGES = [
