@@ -1,5 +1,5 @@
-"""The models shipped in the package: they load by name, match the Paddle checkpoint they were
-exported from, and serve infer.py when no --model_path is given."""
+"""The models shipped in the package: they load by name, match the Paddle / PyTorch checkpoint
+they were exported from, and serve infer.py when no --model_path is given."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from ernie_deploy.runtime.bundled import DEFAULTS, bundled_models, bundled_path
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4
 # the models this version ships
-SHIPPED = ("ner-zh", "sentiment-zh")
+SHIPPED = ("ner-zh", "sentiment-zh", "ner-zh-e5", "sentiment-zh-e5", "e5-small-zh-en")
+PADDLE = ("ner-zh", "sentiment-zh")  # ERNIE, through paddle2onnx
+E5_HEADS = ("ner-zh-e5", "sentiment-zh-e5")  # fine-tuned from e5-small, through convert hf
 
 
 def test_shipped_models_are_installed() -> None:
@@ -29,15 +31,23 @@ def test_shipped_models_are_installed() -> None:
     assert set(SHIPPED) <= set(found)
     assert found["sentiment-zh"].labels == ("negative", "positive")
     assert found["sentiment-zh"].task == "seq_cls"
-    assert found["ner-zh"].labels == GUIDE_LABELS["token_cls"]
-    assert found["ner-zh"].task == "token_cls"
+    for name in ("ner-zh", "ner-zh-e5"):
+        assert found[name].labels == GUIDE_LABELS["token_cls"]
+        assert found[name].task == "token_cls"
+    assert found["sentiment-zh-e5"].labels == ("negative", "positive")
     for m in found.values():
         assert (m.path / "README.md").is_file(), f"{m.name} has no model card"
-        assert m.size_mb < 60
+        assert m.size_mb <= 40, f"{m.name} is {m.size_mb:.1f} MB"
+        assert max(p.stat().st_size for p in m.path.iterdir() if p.is_file()) <= 20 * 2**20
         assert set(m.metrics) and m.summary
+    assert sum(m.size_mb for m in found.values()) <= 150
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+def test_defaults_are_the_e5_heads() -> None:
+    assert DEFAULTS == {"token_cls": "ner-zh-e5", "seq_cls": "sentiment-zh-e5"}
+
+
+@pytest.mark.parametrize("name", PADDLE)
 def test_parity_with_the_paddle_checkpoint_recorded_at_export(name: str) -> None:
     path = bundled_path(name)
     assert path is not None
@@ -52,8 +62,51 @@ def test_parity_with_the_paddle_checkpoint_recorded_at_export(name: str) -> None
     assert np.abs(logits - check["paddle_logits"]).max() <= TOL
 
 
-def test_load_by_name_and_by_task() -> None:
-    cls = ernie_deploy.load("sentiment-zh")
+@pytest.mark.parametrize("name", E5_HEADS)
+def test_e5_head_agrees_with_the_pytorch_checkpoint_as_recorded_at_export(name: str) -> None:
+    path = bundled_path(name)
+    assert path is not None
+    export = json.loads((path / "bundle.json").read_text(encoding="utf-8"))["export"]
+    assert export["max_abs_diff"] <= TOL  # the fp32 export vs PyTorch (convert hf parity)
+    # PyTorch's fp32 logits on the probe batch, recorded at export: the shipped 8-bit graph must
+    # still agree with them as well as it did when it was shipped (slack for other CPUs' kernels)
+    check = np.load(path / "export_check.npz")
+    model = load_model(path / "model.onnx", RuntimeConfig(device="cpu"))
+    out = model.run({"input_ids": check["input_ids"], "attention_mask": check["attention_mask"]})
+    logits, ref = next(iter(out.values())), check["pytorch_logits"]
+    rows = check["attention_mask"].astype(bool) if ref.ndim == 3 else slice(None)
+    agree = float((logits.argmax(-1) == ref.argmax(-1))[rows].mean())
+    assert agree >= export["int8_argmax_agreement"] - 0.01
+    assert np.abs(logits - ref)[rows].max() <= max(2 * export["int8_max_abs_diff"], 0.05)
+
+
+def test_e5_heads_record_their_metrics_against_the_old_defaults() -> None:
+    new = {n: json.loads((bundled_path(n) / "bundle.json").read_text("utf-8")) for n in E5_HEADS}  # type: ignore[operator]
+    assert new["ner-zh-e5"]["metrics"]["msra_test_f1"] > 0.806  # ner-zh's
+    assert new["sentiment-zh-e5"]["metrics"]["heldout_accuracy"] > 0.836  # sentiment-zh's
+    guide = new["ner-zh-e5"]["guide"]
+    assert guide["guide_lines_exact"] and guide["joined_found"] == 7
+
+
+def test_ner_zh_e5_finds_all_seven_in_the_guides_sentences_joined() -> None:
+    from tests.cli.test_infer import GUIDE_TOKEN_CLS
+
+    texts = [
+        line.split(": ", 1)[1]
+        for line in GUIDE_TOKEN_CLS.splitlines()
+        if line.startswith("input data:")
+    ]
+    joined = "".join(texts)
+    found = ernie_deploy.load("ner-zh-e5")(joined)[0].entities
+    assert [(joined[e.start : e.end], e.label) for e in found] == [
+        ("北京", "LOC"), ("重庆", "LOC"), ("成都", "LOC"),
+        ("乔丹", "PER"), ("科比", "PER"), ("詹姆斯", "PER"), ("姚明", "PER"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["sentiment-zh", "sentiment-zh-e5"])
+def test_load_by_name_and_by_task(name: str) -> None:
+    cls = ernie_deploy.load(name)
     assert isinstance(cls, ernie_deploy.SequenceClassifier)
     by_task = ernie_deploy.load(task="seq_cls")
     assert by_task.model.path == bundled_path(DEFAULTS["seq_cls"]) / "model.onnx"  # type: ignore[operator]

@@ -18,7 +18,7 @@ from typing import Any
 from ernie_deploy.errors import ConfigError
 
 # The model infer.py and `load(task=...)` use when no model is named.
-DEFAULTS = {"token_cls": "ner-zh", "seq_cls": "sentiment-zh"}
+DEFAULTS = {"token_cls": "ner-zh-e5", "seq_cls": "sentiment-zh-e5"}
 BUNDLE_FILE = "bundle.json"
 
 
