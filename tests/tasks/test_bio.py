@@ -95,6 +95,39 @@ def test_offsets_always_slice_the_text(text: str, data: st.DataObject) -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@given(texts, st.data())
+def test_sentencepiece_space_pieces_never_reach_an_entity(text: str, data: st.DataObject) -> None:
+    # Metaspace-style tokens: a word piece may cover the spaces before it, and a run of
+    # spaces may be a "word" of its own; any of them may be tagged as part of an entity.
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text)), max_size=len(text)))))
+    bounds = [0, *[c for c in cuts if c < len(text)], len(text)]
+    spans = [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+    word_ids = np.cumsum(
+        data.draw(st.lists(st.integers(0, 1), min_size=len(spans), max_size=len(spans)))
+    )
+    tags = np.array(
+        data.draw(
+            st.lists(st.integers(0, len(BIO.labels) - 1), min_size=len(spans), max_size=len(spans))
+        )
+    )
+    ents = decode(text, tags, np.full(len(spans), 0.5), np.array(spans), word_ids, BIO)
+    prev_end = 0
+    for e in ents:
+        assert e.text == text[e.start : e.end] and e.text.strip() == e.text and e.text
+        assert e.start >= prev_end
+        prev_end = e.end
+
+
+def test_space_only_word_tagged_b_is_dropped_and_spaces_trimmed() -> None:
+    text = "a  bc d"
+    # pieces: "a", "▁" (the spaces, a word of its own), "bc", "▁d"; word ids 0 1 2 3
+    offsets = np.array([[0, 1], [1, 3], [3, 5], [5, 7]])
+    tags = np.array([BIO.labels.index(t) for t in ["O", "B-PER", "B-PER", "I-PER"]])
+    ents = decode(text, tags, np.ones(4), offsets, np.arange(4), BIO)
+    assert [(e.text, e.start, e.end) for e in ents] == [("bc d", 3, 7)]
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.integers(0, 3000), st.integers(1, 200), st.data())
 def test_windows_partition_tokens(n: int, size: int, data: st.DataObject) -> None:
     overlap = data.draw(st.integers(0, size - 1))

@@ -436,3 +436,23 @@ def test_imports_without_paddle_and_never_imports_onnxruntime() -> None:
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m.split(".")[0] in ("onnxruntime", "paddle", "paddlenlp")}
+
+
+def test_sentencepiece_word_pieces_start_after_their_space() -> None:
+    # XLM-R / e5 (Metaspace): HF gives "▁Michael" the offsets of " Michael"; ours start at "M",
+    # so entities never begin with a space. Ids are HF's, unchanged.
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from ernie_deploy.runtime.bundled import bundled_path
+
+    path = bundled_path("e5-small-zh-en")
+    assert path is not None
+    tok = Tokenizer.from_dir(path)
+    text = "和 Michael  Jordan\t打NBA 。"
+    (got,) = tok.tokenize([text])
+    ref = HFTokenizer.from_file(str(path / "tokenizer.json")).encode(text, add_special_tokens=False)
+    assert got.ids.tolist() == ref.ids
+    assert any(text[s:e].startswith(" ") for s, e in ref.offsets)  # what HF gives
+    for (s, e), (rs, re_) in zip(got.offsets.tolist(), ref.offsets):
+        assert e == re_ and rs <= s <= e
+        assert text[s:e] == text[rs:re_].lstrip()

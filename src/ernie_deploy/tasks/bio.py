@@ -82,7 +82,8 @@ def decode(
     its first piece's start to its last piece's end. `I-X` after `O` (or `E-X` alone)
     opens an entity unless `strict`; `I-Y` inside an X entity closes X and opens Y
     (strict: closes X and drops the Y piece). An entity still open at the end is kept.
-    Offsets are character offsets into `text`, so `entity.text == text[start:end]`.
+    Offsets are character offsets into `text`, so `entity.text == text[start:end]`; an
+    entity never starts or ends with whitespace, and one made of whitespace alone is dropped.
     """
     starts = word_starts(word_ids)
     if len(starts) == 0:
@@ -102,7 +103,12 @@ def decode(
         nonlocal kind
         if kind:
             s, e = int(span_start[first]), int(span_end[last])
-            entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))
+            while s < e and text[s].isspace():  # a SentencePiece "▁" word or piece
+                s += 1
+            while e > s and text[e - 1].isspace():
+                e -= 1
+            if s < e:  # a word of spaces alone is no entity
+                entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))
         kind = ""
 
     # O words only close what is open, so the loop visits the other words and closes

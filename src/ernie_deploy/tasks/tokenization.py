@@ -34,6 +34,7 @@ __all__ = ["Tokens", "Tokenizer"]
 _SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _PAD_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "[pad]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_SPACE = re.compile(r"\s")
 # paddlenlp `_is_symbol`: category S* plus these (soft hyphen, ², º, 〇, µ, Ø, ŋ, Ʊ).
 _EXTRA_SYMBOLS = (0x00AD, 0x00B2, 0x00BA, 0x3007, 0x00B5, 0x00D8, 0x014B, 0x01B1)
 # paddlenlp `_is_chinese_char` ranges.
@@ -216,6 +217,21 @@ def _do_lower_case(model_dir: Path) -> bool:
         raise ConfigError(f"{config} is not a JSON object: fix it or remove it.") from e
 
 
+def _skip_leading_spaces(text: str, offsets: np.ndarray) -> None:
+    """Start SentencePiece word pieces after the space their "▁" stands for (in place).
+
+    Metaspace tokenizers (XLM-R, e5) give a word's first piece the offsets of the space
+    before it, so an entity made of it would start with that space; WordPiece offsets
+    never start on a space, so they are left as they are.
+    """
+    spaces = np.fromiter((m.start() for m in _SPACE.finditer(text)), dtype=np.int64)
+    for i in np.nonzero(np.isin(offsets[:, 0], spaces) & (offsets[:, 0] < offsets[:, 1]))[0]:
+        start, end = int(offsets[i, 0]), int(offsets[i, 1])
+        while start < end and text[start].isspace():
+            start += 1
+        offsets[i, 0] = start
+
+
 class Tokenizer:
     """Batch tokenization with character offsets, and model inputs with special tokens."""
 
@@ -268,12 +284,15 @@ class Tokenizer:
         # Lone surrogates cannot cross into Rust; U+FFFD keeps every offset in place.
         clean = [_SURROGATES.sub("\ufffd", t) for t in texts]
         out = []
-        for enc in self._tok.encode_batch(clean, add_special_tokens=False):
+        for text, enc in zip(texts, self._tok.encode_batch(clean, add_special_tokens=False)):
             n = len(enc.ids)
+            offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(n, 2)
+            if n and _SPACE.search(text):
+                _skip_leading_spaces(text, offsets)
             out.append(
                 Tokens(
                     ids=np.asarray(enc.ids, dtype=np.int64),
-                    offsets=np.asarray(enc.offsets, dtype=np.int64).reshape(n, 2),
+                    offsets=offsets,
                     word_ids=np.asarray(
                         [-1 if w is None else w for w in enc.word_ids], dtype=np.int64
                     ),
