@@ -20,10 +20,11 @@ from typing import Any
 
 import _gpu_model
 import numpy as np
+from _models import ERNIE_BUNDLED
 
 from ernie_deploy.runtime import device as device_mod
 from ernie_deploy.runtime import fp16, gpu
-from ernie_deploy.runtime.bundled import default_model
+from ernie_deploy.runtime.bundled import bundled_path
 from ernie_deploy.runtime.session import OnnxModel, RuntimeConfig, load_model
 
 BATCHES, LENGTHS = (1, 8, 32), (32, 128, 512)
@@ -105,7 +106,7 @@ def run(*, allow_cpu: bool, trt: bool, deadline: float, work: Path) -> Bench:
         print(f"built {medium} ({shape.describe()}) in {time.time() - t0:.0f} s", flush=True)
     models = {"ERNIE-3.0-medium shape": medium / "model.onnx"}
     for task in ("token_cls", "seq_cls"):
-        found = default_model(task)
+        found = bundled_path(ERNIE_BUNDLED[task])  # fp32 ERNIE: fp16 / TensorRT start from fp32
         if found is not None:
             models[found.name] = found / "model.onnx"
     cache = work / "cache"

@@ -305,12 +305,18 @@ def variant(model_dir: Path, name: str) -> Path:
 # ---- bundled models --------------------------------------------------------------------------
 
 
-def bundled(task: str) -> tuple[str, Path] | None:
-    """(name, directory) of the bundled default model for `task`, or None when none ships."""
-    from ernie_deploy.runtime.bundled import DEFAULTS, default_model
+# The bundled ERNIE models (fp32, from the Paddle path): the numbers in RESULTS.md were taken
+# on them; the task defaults (the int8 e5 heads) are a different network.
+ERNIE_BUNDLED = {"token_cls": "ner-zh", "seq_cls": "sentiment-zh"}
 
-    path = default_model(task)
-    return None if path is None else (DEFAULTS[task], path)
+
+def bundled(task: str) -> tuple[str, Path] | None:
+    """(name, directory) of the bundled ERNIE model for `task`, or None when none ships."""
+    from ernie_deploy.runtime.bundled import bundled_path
+
+    name = ERNIE_BUNDLED.get(task)
+    path = bundled_path(name) if name else None
+    return None if path is None or name is None else (name, path)
 
 
 # ---- build everything up front ---------------------------------------------------------------

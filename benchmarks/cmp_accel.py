@@ -89,9 +89,11 @@ def setup(quick: bool) -> Setup:
 
 
 def missing_bundled() -> list[str]:
-    from ernie_deploy.runtime.bundled import DEFAULTS
-
-    return [f"{name} ({task})" for task, name in DEFAULTS.items() if _models.bundled(task) is None]
+    return [
+        f"{name} ({task})"
+        for task, name in _models.ERNIE_BUNDLED.items()
+        if _models.bundled(task) is None
+    ]
 
 
 def factories(

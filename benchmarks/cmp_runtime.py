@@ -249,9 +249,11 @@ def report_task(
 
 
 def missing_bundled() -> list[str]:
-    from ernie_deploy.runtime.bundled import DEFAULTS
-
-    return [f"{name} ({task})" for task, name in DEFAULTS.items() if _models.bundled(task) is None]
+    return [
+        f"{name} ({task})"
+        for task, name in _models.ERNIE_BUNDLED.items()
+        if _models.bundled(task) is None
+    ]
 
 
 def h_table(m: h.Measurement, rss: dict[str, float] | None, notes: dict[str, str]) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from ernie_deploy.convert.optimize import optimize_model
 from ernie_deploy.runtime import fp16, fp16_graph
-from ernie_deploy.runtime.bundled import default_model
+from ernie_deploy.runtime.bundled import bundled_path
 from ernie_deploy.runtime.session import RuntimeConfig, load_model
 from ernie_deploy.tasks.batching import pad
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -72,7 +72,7 @@ def _agreement(source: Path, fp16_path: Path, batches: list[dict[str, np.ndarray
 @pytest.fixture(params=["ner-zh", "paddle_ner"])
 def ernie_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     if request.param == "ner-zh":
-        source = default_model("token_cls")
+        source = bundled_path("ner-zh")  # the ERNIE graph (the default is XLM-R)
         assert source is not None
     else:
         ref: RefModel = request.getfixturevalue("paddle_ner")
@@ -110,7 +110,7 @@ def test_converting_the_unfused_graph_loses_the_fusions(tmp_path: Path) -> None:
     """The old recipe, measured: Casts between ReduceMean and Sub stop ORT's LayerNorm fusion."""
     from ernie_deploy.convert.optimize import _fuse
 
-    source = default_model("token_cls")
+    source = bundled_path("ner-zh")  # the ERNIE graph (the default is XLM-R)
     assert source is not None
     model = onnx.load(str(source / "model.onnx"))
     old, _ = fp16_graph.convert_to_fp16(model, fp16.DEFAULT_FP16_BLOCK_OPS, source)

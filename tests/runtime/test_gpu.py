@@ -26,7 +26,7 @@ import pytest
 from ernie_deploy import errors
 from ernie_deploy.runtime import device as device_mod
 from ernie_deploy.runtime import fp16, gpu
-from ernie_deploy.runtime.bundled import default_model
+from ernie_deploy.runtime.bundled import bundled_path
 from ernie_deploy.runtime.session import (
     FallbackWarning,
     Fp16FallbackWarning,
@@ -375,7 +375,7 @@ def test_cuda_fp16_reference_is_tf32_off_and_freed(fake_gpu: type[FakeGpu], tmp_
 
 
 def test_io_binding_is_byte_identical_to_plain_run() -> None:
-    ner = default_model("token_cls")
+    ner = bundled_path("ner-zh")  # an ERNIE graph: input_ids + token_type_ids
     assert ner is not None
     plain = load_model(ner / "model.onnx", RuntimeConfig(device="cpu"))
     bound = load_model(ner / "model.onnx", RuntimeConfig(device="cpu", io_binding=True))
