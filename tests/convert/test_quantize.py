@@ -252,3 +252,16 @@ def test_fused_graph(bert_ner: RefModel, tmp_path: Path) -> None:
     assert dict(report.quantized).get("MatMul", 0) > 0
     assert report.parity.argmax_agreement is not None and report.parity.argmax_agreement > 0.9
     assert len(ernie_deploy.load(tmp_path / "int8").predict(TEXTS)) == len(TEXTS)
+
+
+def test_a_bundled_models_records_do_not_follow_it(tmp_path: Path) -> None:
+    # bundle.json / export_check.npz describe the shipped weights (parity, F1): an int8 copy made
+    # from them must not present them as its own.
+    from ernie_deploy.runtime.bundled import bundled_path
+
+    src = bundled_path("sentiment-zh")
+    assert src is not None and (src / "bundle.json").is_file()
+    quantize_model(src, tmp_path / "q")
+    names = {p.name for p in (tmp_path / "q").iterdir()}
+    assert {"vocab.txt", "ernie_deploy.json", "model.onnx"} <= names
+    assert not names & {"bundle.json", "export_check.npz"}

@@ -30,6 +30,9 @@ WEIGHT_SUFFIXES = (
     ".ckpt",
 )
 _SKIP_DIRS = (".ernie_deploy_cache", "__pycache__", ".git", "runs", "checkpoints")
+# Records about the source's own weights (a bundled model's parity probe and scores): a new
+# graph made from it would carry claims that are not about it.
+_SOURCE_RECORDS = ("bundle.json", "export_check.npz")
 
 
 def check_output(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
@@ -88,10 +91,11 @@ def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
 
 
 def copy_model_files(src: Path, dst: Path) -> list[str]:
-    """Copy tokenizer / config / label / pooling files (not weights, not graphs) from src to dst."""
+    """Copy tokenizer / config / label / pooling files from src to dst: not weights, graphs or
+    the source's own parity / score records."""
     copied = []
     for item in sorted(src.iterdir()):
-        if item.name.startswith(".") or item.name in _SKIP_DIRS:
+        if item.name.startswith(".") or item.name in _SKIP_DIRS + _SOURCE_RECORDS:
             continue
         if item.is_dir():
             if any(p.suffix in WEIGHT_SUFFIXES for p in item.rglob("*")):
