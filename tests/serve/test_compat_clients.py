@@ -4,6 +4,7 @@ huggingface_hub, LangChain) and the request shapes of TEI, Infinity and SimpleSe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -260,49 +261,48 @@ def test_simple_serving_truncates_as_upstream(client: httpx.Client) -> None:
     assert refused.status_code == 422 and "truncat" in refused.json()["error"]["message"]
 
 
-# ---- in-process: a multi-label model and the server-wide --truncate --------------------------
+# ---- their own servers: a multi-label model (TOML config) and the server-wide --truncate -------
 
 
-def test_simple_serving_multi_label_prob_limit(bag_cls: Any) -> None:
-    import ernie_deploy
-    from ernie_deploy.serve import ServeSettings
-    from tests.serve.test_app import run_app
+def test_simple_serving_multi_label_prob_limit(bag_cls: Any, tmp_path: Path) -> None:
 
-    model = ernie_deploy.load(bag_cls, task="seq_cls", multi_label=True, device="cpu")
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        f'[models.ml]\npath = "{bag_cls}"\ntask = "seq_cls"\nmulti_label = true\n', "utf-8"
+    )
+    server = start_server(["--config", str(config), "--device", "cpu"], tmp_path / "log")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            texts = ["北京的天气", "打球"]
+            native = client.post("/v1/classify", json={"texts": texts, "top_k": 15}).json()
+            counts = set()
+            for limit in (0.3, 0.5, 0.9):
+                body = {"data": {"text": texts}, "parameters": {"prob_limit": limit}}
+                result = client.post("/models/ml", json=body).json()["result"]
+                for i, res in enumerate(native["results"]):
+                    above = sorted(
+                        (int(x["label"].split("_")[1]), x["score"])
+                        for x in res["top_k"]
+                        if x["score"] > limit
+                    )
+                    assert result["label"][i] == [j for j, _ in above]
+                    assert result["confidence"][i] == pytest.approx([p for _, p in above])
+                counts.add(sum(len(x) for x in result["label"]))
+            assert len(counts) > 1  # the threshold changed the answer
+    finally:
+        assert server.stop() == 0, server.output()
 
-    async def scenario(app: Any, client: httpx.AsyncClient) -> None:
-        texts = ["北京的天气", "打球"]
-        native = (await client.post("/v1/classify", json={"texts": texts, "top_k": 15})).json()
-        counts = set()
-        for limit in (0.3, 0.5, 0.9):
-            body = {"data": {"text": texts}, "parameters": {"prob_limit": limit}}
-            result = (await client.post("/models/ml", json=body)).json()["result"]
-            for i, res in enumerate(native["results"]):
-                above = sorted(
-                    (int(x["label"].split("_")[1]), x["score"])
-                    for x in res["top_k"]
-                    if x["score"] > limit
-                )
-                assert result["label"][i] == [j for j, _ in above]
-                assert result["confidence"][i] == pytest.approx([p for _, p in above])
-            counts.add(sum(len(x) for x in result["label"]))
-        assert len(counts) > 1  # the threshold changed the answer
 
-    run_app({"ml": model}, ServeSettings(), scenario)
+def test_server_wide_truncate_default(bert_embed: Any, tmp_path: Path) -> None:
 
-
-def test_server_wide_truncate_default(bert_embed: Any) -> None:
-    import ernie_deploy
-    from ernie_deploy.serve import ServeSettings
-    from tests.serve.test_app import run_app
-
-    model = ernie_deploy.load(bert_embed.path, device="cpu")
+    args = [f"emb={bert_embed.path}", "--truncate", "--device", "cpu"]
+    server = start_server(args, tmp_path / "log")
     long = "hello " * 300
-
-    async def scenario(app: Any, client: httpx.AsyncClient) -> None:
-        for path, body in (("/v1/embed", {"texts": long}), ("/v1/embeddings", {"input": long})):
-            assert (await client.post(path, json=body)).status_code == 200, path
-            refused = await client.post(path, json={**body, "truncate": False})
-            assert refused.status_code == 422, path
-
-    run_app({"emb": model}, ServeSettings(truncate=True), scenario)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for path, body in (("/v1/embed", {"texts": long}), ("/v1/embeddings", {"input": long})):
+                assert client.post(path, json=body).status_code == 200, path
+                refused = client.post(path, json={**body, "truncate": False})
+                assert refused.status_code == 422, path
+    finally:
+        assert server.stop() == 0, server.output()
