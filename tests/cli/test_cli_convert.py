@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import ernie_deploy
 from ernie_deploy.cli import app
+from tests._cli import one_error as _one_error
 from tests._models import RefModel
 
 runner = CliRunner()
@@ -62,17 +63,6 @@ def test_bad_arguments_exit_non_zero_with_one_line(paddle_cls: RefModel, tmp_pat
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and hint in lines[-1], (args, lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def _one_error(result: object) -> str:
-    """No traceback, exactly one `error:` line, a non-zero exit."""
-    assert result.exit_code != 0, result.output  # type: ignore[attr-defined]
-    exc = result.exception  # type: ignore[attr-defined]
-    assert exc is None or isinstance(exc, SystemExit), repr(exc)
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]  # type: ignore[attr-defined]
-    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
-    return lines[0]
 
 
 CORRUPT = {

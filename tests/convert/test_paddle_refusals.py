@@ -15,6 +15,7 @@ from ernie_deploy.cli import app
 from ernie_deploy.convert.paddle import convert_paddle
 from ernie_deploy.errors import ModelLoadError, UntrustedPickleError
 from tests import _models
+from tests._cli import one_error as _one_error
 from tests._models import RefModel
 
 runner = CliRunner()
@@ -28,18 +29,6 @@ class _Payload:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
-
-
-def _one_error(result: object) -> str:
-    """The CLI failed the way users should see it: no traceback, exactly one `error:` line."""
-    assert result.exit_code != 0, result.output  # type: ignore[attr-defined]
-    exc = result.exception  # type: ignore[attr-defined]
-    assert exc is None or isinstance(exc, SystemExit), repr(exc)
-    stderr = result.stderr  # type: ignore[attr-defined]
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
 
 
 def _nothing_written(parent: Path, out: Path) -> None:

@@ -16,19 +16,10 @@ from ernie_deploy import errors
 from ernie_deploy.cli import app
 from ernie_deploy.runtime.bundled import bundled_models
 from ernie_deploy.runtime.checks import position_limit, read_graph
+from tests._cli import one_error as _one_error
 from tests._models import RefModel
 
 runner = CliRunner()
-
-
-def _one_error(result: object) -> str:
-    assert result.exit_code != 0, result.output  # type: ignore[attr-defined]
-    exc = result.exception  # type: ignore[attr-defined]
-    assert exc is None or isinstance(exc, SystemExit), repr(exc)
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]  # type: ignore[attr-defined]
-    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
-    return lines[0]
 
 
 def _bundled(name: str) -> Path:
