@@ -36,7 +36,7 @@ from ernie_deploy.errors import (
     first_line,
 )
 from ernie_deploy.runtime.checks import read_graph
-from ernie_deploy.runtime.fp16_graph import quiet_fusion_logs
+from ernie_deploy.runtime.fp16_graph import FUSED_OPS, quiet_fusion_logs
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import RuntimeConfig
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -48,19 +48,6 @@ LEVELS = ("O1", "O2", "O3")
 # weights and still fails a broken fusion: on a 6-layer ERNIE, Attention without its mask moved
 # the logits by 0.6, and a q scale of 0.2 instead of 1/8 by 0.045.
 DEFAULT_TOLERANCES = {"O1": 1e-4, "O2": 1e-4, "O3": 1e-2}
-# Ops the transformer fusions write; counted where the output has more of them than the source.
-FUSED_OPS = (
-    "EmbedLayerNormalization",
-    "Attention",
-    "MultiHeadAttention",
-    "SkipLayerNormalization",
-    "LayerNormalization",
-    "SkipSimplifiedLayerNormalization",
-    "SimplifiedLayerNormalization",
-    "BiasGelu",
-    "FastGelu",
-    "Gelu",
-)
 _HINTS = {
     "O1": "keep the source graph (ORT applies these optimisations itself when it loads it)",
     "O2": "try --level O1, which writes no transformer fusions",
@@ -341,4 +328,5 @@ def _verify(files: ModelFiles, target: Path, level: str, tolerance: float) -> Pa
 def _fused_counts(source: Any, optimised: Any) -> dict[str, int]:
     before = Counter(node.op_type for node in source.graph.node)
     after = Counter(node.op_type for node in optimised.graph.node)
+    # counted where the output has more of them than the source
     return {op: after[op] - before[op] for op in FUSED_OPS if after[op] > before[op]}

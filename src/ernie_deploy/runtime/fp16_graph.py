@@ -58,13 +58,16 @@ from ernie_deploy.errors import ConfigError
 from ernie_deploy.runtime.session import DEFAULT_FP16_BLOCK_OPS
 
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
-# Ops the transformer fusions write (counted in the notices and by the GPU check).
+# Ops the transformer fusions write (counted in the fp16 notices, by the GPU check and by
+# `optimize`'s report).
 FUSED_OPS = (
     "EmbedLayerNormalization",
     "Attention",
     "MultiHeadAttention",
     "SkipLayerNormalization",
     "LayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization",
     "BiasGelu",
     "FastGelu",
     "Gelu",
