@@ -28,8 +28,6 @@ from ernie_deploy.serve.registry import Registry
 from ernie_deploy.serve.render import answer
 from ernie_deploy.serve.routes import ERROR_RESPONSES
 from ernie_deploy.serve.settings import ServeSettings
-from ernie_deploy.tasks.bio import decode as decode_entities
-from ernie_deploy.tasks.engine import softmax
 
 
 def simple_serving_router(registry: Registry, settings: ServeSettings) -> APIRouter:
@@ -108,17 +106,9 @@ def _max_seq_len(params: dict[str, Any], model_max: int) -> int:
 
 def ner_result(predictor: Any, texts: list[str]) -> dict[str, Any]:
     """SimpleServing's NER answer: entities with inclusive character positions, token tags."""
-    tok = predictor.engine.tokenizer
-    tokens = tok.tokenize(texts)
     outside = predictor.labels.index("O") if "O" in predictor.labels else 0
     value, tokens_label = [], []
-    for text, t, logits in zip(texts, tokens, predictor.token_logits(texts)):
-        probs = softmax(logits)
-        tags = predictor.tags(logits, t.word_ids, probs)
-        best = probs[np.arange(len(tags)), tags]
-        entities = decode_entities(
-            text, tags, best, t.offsets, t.word_ids, predictor.tagset, predictor.strict
-        )
+    for tags, entities in predictor.tagged(list(texts)):
         value.append(
             [{"pos": [e.start, e.end - 1], "entity": e.text, "label": e.label} for e in entities]
         )

@@ -19,7 +19,7 @@ from ernie_deploy.tasks.engine import (
     pick_output,
     softmax,
 )
-from ernie_deploy.tasks.results import TokenClsResult
+from ernie_deploy.tasks.results import Entity, TokenClsResult
 from ernie_deploy.tasks.viterbi import Transitions, ViterbiDecoder, check_decode
 
 
@@ -123,8 +123,12 @@ class TokenClassifier(Predictor[TokenClsResult]):
         return out
 
     def _predict(self, texts: list[str], first_index: int) -> list[TokenClsResult]:
+        return [TokenClsResult(text, ents) for text, (_, ents) in zip(texts, self.tagged(texts))]
+
+    def tagged(self, texts: list[str]) -> list[tuple[np.ndarray, tuple[Entity, ...]]]:
+        """Each text's per-token tag ids and its entities (one tokenization, one model run)."""
         tokens = self.engine.tokenizer.tokenize(texts)
-        results = []
+        out = []
         for text, t, logits in zip(texts, tokens, self._logits(tokens)):
             probs = softmax(logits)
             tags = self.tags(logits, t.word_ids, probs)
@@ -132,8 +136,8 @@ class TokenClassifier(Predictor[TokenClsResult]):
             entities = decode_entities(
                 text, tags, scores, t.offsets, t.word_ids, self.tagset, self.strict
             )
-            results.append(TokenClsResult(text, entities))
-        return results
+            out.append((tags, entities))
+        return out
 
     def tags(
         self, logits: np.ndarray, word_ids: np.ndarray, probs: np.ndarray | None = None
