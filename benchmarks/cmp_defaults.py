@@ -1,5 +1,5 @@
 """The bundled defaults, old vs new: ERNIE `ner-zh` / `sentiment-zh` (3 layers, hidden 192, fp32)
-against the e5 heads `ner-zh-e5` / `sentiment-zh-e5` (6 layers, hidden 384, int8) that replaced
+against the e5 heads `ner-zh-e5` / `sentiment-zh-e5` (12 / 11 layers, hidden 384, int8) that replaced
 them as infer.py's defaults. Texts per second through `predict` on the 5,000 MSRA test
 sentences, each pair interleaved in one run, best of the repeats. Writes the section "defaults".
 
