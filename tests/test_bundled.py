@@ -88,6 +88,21 @@ def test_e5_heads_record_their_metrics_against_the_old_defaults() -> None:
     assert guide["guide_lines_exact"] and guide["joined_found"] == 7
 
 
+def test_ner_zh_e5_decodes_with_the_bigram_transitions_its_bundle_records() -> None:
+    from ernie_deploy.tasks.viterbi import Transitions
+
+    path = bundled_path("ner-zh-e5")
+    record = json.loads((path / "bundle.json").read_text("utf-8"))["transitions"]
+    shipped = Transitions.from_dir(path)
+    assert shipped is not None and record["weight"] > 0
+    # weight x log-probabilities: every row of exp(matrix / weight) is a distribution
+    rows = np.exp(shipped.matrix / record["weight"]).sum(axis=1)
+    np.testing.assert_allclose(rows, 1.0, atol=1e-9)
+    assert record["msra_test_f1_with"] > record["msra_test_f1_without"]
+    ner = ernie_deploy.load("ner-zh-e5")
+    assert ner.decoder.transitions is not None  # type: ignore[attr-defined]
+
+
 def test_ner_zh_e5_finds_all_seven_in_the_guides_sentences_joined() -> None:
     from tests.cli.test_infer import GUIDE_TOKEN_CLS
 
