@@ -291,8 +291,11 @@ class E5Trainer:
             )
         a, st = self.args, self.state
         if (self.work / "DONE").exists():
-            self.log("schedule already complete (DONE); nothing to do")
-            return 0
+            if st["epoch"] >= a.epochs:
+                self.log("schedule already complete (DONE); nothing to do")
+                return 0
+            self.log(f"extending the finished schedule to {a.epochs} epochs (--allow-change)")
+            (self.work / "DONE").unlink()
         t_start = t_ckpt = t_eval = t_log = time.time()
         seen, losses = 0, []
         self.model.train()
