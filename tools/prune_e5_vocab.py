@@ -221,6 +221,17 @@ def pruned_tokenizer(tok_json: dict, keep: list[int]) -> dict:
     return out
 
 
+def padded(encodings: list[Any], limit: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(ids padded with <pad> = 1, attention mask) for a batch of encodings, cut at `limit`."""
+    width = min(limit, max(len(e.ids) for e in encodings))
+    ids = np.full((len(encodings), width), 1, np.int64)
+    mask = np.zeros_like(ids)
+    for r, e in enumerate(encodings):
+        n = min(width, len(e.ids))
+        ids[r, :n], mask[r, :n] = e.ids[:n], 1
+    return ids, mask
+
+
 def prune(full_dir: Path, out_dir: Path, english_words: int = 20000, batch: int = 64) -> dict:
     """Write the pruned model to `out_dir` and prove the held-out tokenization and outputs unchanged."""
     import torch
@@ -278,12 +289,7 @@ def prune(full_dir: Path, out_dir: Path, english_words: int = 20000, batch: int 
     with torch.no_grad():
         for i in range(0, len(order), batch):
             idx = order[i : i + batch]
-            width = min(512, max(len(b[j].ids) for j in idx))
-            ids_new = np.full((len(idx), width), 1, np.int64)
-            mask = np.zeros((len(idx), width), np.int64)
-            for r, j in enumerate(idx):
-                n = min(width, len(b[j].ids))
-                ids_new[r, :n], mask[r, :n] = b[j].ids[:n], 1
+            ids_new, mask = padded([b[j] for j in idx])
             ids_old = np.where(mask == 1, old_of_new[ids_new], 1)
             m = torch.from_numpy(mask)
             h_old = full(input_ids=torch.from_numpy(ids_old), attention_mask=m).last_hidden_state
@@ -303,6 +309,16 @@ def prune(full_dir: Path, out_dir: Path, english_words: int = 20000, batch: int 
     return facts
 
 
+def han_chars(tok_json: dict) -> list[str]:
+    """The table's characters that ``\\p{Han}`` matches, decided by the tokenizers library's own
+    Split pre-tokenizer (its regex engine, not Python's)."""
+    from tokenizers import Regex, pre_tokenizers
+
+    split = pre_tokenizers.Split(Regex(r"\p{Han}"), "isolated")
+    chars = sorted({c for p, _ in tok_json["model"]["vocab"] for c in p})
+    return [c for c in chars if len(split.pre_tokenize_str(f"a{c}a")) == 3]
+
+
 def han_joined_pieces(tok_json: dict) -> list[int]:
     """Ids of pieces a Han-isolating tokenizer (tools/e5_heads_data.ner_tokenizer_json) can never emit.
 
@@ -313,12 +329,8 @@ def han_joined_pieces(tok_json: dict) -> list[int]:
     piece with a Han character cannot match inside any pre-token. The lowest-scoring piece sets
     the unknown penalty and is never returned.
     """
-    from tokenizers import Regex, pre_tokenizers
-
-    split = pre_tokenizers.Split(Regex(r"\p{Han}"), "isolated")
     vocab = tok_json["model"]["vocab"]
-    chars = sorted({c for p, _ in vocab for c in p})
-    han = {c for c in chars if len(split.pre_tokenize_str(f"a{c}a")) == 3}
+    han = set(han_chars(tok_json))
     lowest = int(np.argmin([s for _, s in vocab]))
     drop = []
     for i, (p, _) in enumerate(vocab):
@@ -332,12 +344,7 @@ def han_joined_pieces(tok_json: dict) -> list[int]:
 def reachable_texts(tok_json: dict) -> list[str]:
     """Stress texts for the Han rule: each Han character of the table at the start of a text,
     after a space, between Latin letters and digits, and beside its neighbours in the table."""
-    vocab = tok_json["model"]["vocab"]
-    from tokenizers import Regex, pre_tokenizers
-
-    split = pre_tokenizers.Split(Regex(r"\p{Han}"), "isolated")
-    chars = sorted({c for p, _ in vocab for c in p})
-    han = [c for c in chars if len(split.pre_tokenize_str(f"a{c}a")) == 3]
+    han = han_chars(tok_json)
     out = []
     for i, c in enumerate(han):
         nxt = han[(i + 1) % len(han)]
@@ -390,13 +397,7 @@ def drop_han_joined(checkpoint: Path, out_dir: Path, check_texts: int = 2000) ->
     worst = 0.0
     with torch.no_grad():
         for i in range(0, min(check_texts, len(held)), 32):
-            enc = small_tok.encode_batch(held[i : i + 32])
-            width = min(512, max(len(e.ids) for e in enc))
-            ids = np.full((len(enc), width), 1, np.int64)
-            mask = np.zeros_like(ids)
-            for r, e in enumerate(enc):
-                n = min(width, len(e.ids))
-                ids[r, :n], mask[r, :n] = e.ids[:n], 1
+            ids, mask = padded(small_tok.encode_batch(held[i : i + 32]))
             m = torch.from_numpy(mask)
             old = full(
                 input_ids=torch.from_numpy(np.where(mask == 1, old_of_new[ids], 1)),
