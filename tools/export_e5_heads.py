@@ -171,6 +171,9 @@ def split_files(model_dir: Path) -> None:
 
 CANDIDATES = {
     "int8": "dynamic int8 (ernie-deploy quantize), per-tensor weight scales, every op type",
+    "int8_q4_table": "dynamic int8 per-tensor MatMuls; the word-embedding table as its own "
+    "4-bit blocks of 32 (GatherBlockQuantized; refused unless the table is still the imported "
+    "4-bit blocks, i.e. was frozen in training)",
     "int8_per_channel": "dynamic int8 (ernie-deploy quantize --per-channel), every op type",
     "int8_matmul_q8_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
     "8-bit blocks of 32 (GatherBlockQuantized)",
@@ -188,8 +191,8 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
     if label == "q8_blocks":
         packed = pack(fp32, out, bits=8, block=32, accuracy_level=4)
         return {"how": CANDIDATES[label], "packed_ops": packed["packed_ops"]}
-    per_channel = label != "int8"
-    matmul_only = label == "int8_matmul_q8_table"
+    per_channel = label not in ("int8", "int8_q4_table")
+    matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table")
     stage = out.with_name(out.name + "-stage") if matmul_only else out
     q = quantize_model(
         fp32, stage, per_channel=per_channel, overwrite=True,
@@ -197,14 +200,18 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
     )  # fmt: skip
     how = {"how": CANDIDATES[label], "quantized": dict(q.quantized)}
     if matmul_only:
-        how["packed_ops"] = pack(stage, out, bits=8, block=32)["packed_ops"]
-        shutil.rmtree(stage)
+        try:
+            how["packed_ops"] = pack(stage, out, bits=4 if "q4" in label else 8)["packed_ops"]
+        finally:
+            shutil.rmtree(stage)
     else:
         split_files(out)
     return how
 
 
-def export(task: str, checkpoint: Path, ship: bool) -> dict[str, Any]:
+def export(
+    task: str, checkpoint: Path, ship: bool, only: tuple[str, ...] = tuple(CANDIDATES)
+) -> dict[str, Any]:
     from pack_e5_4bit import PackFailed
 
     from ernie_deploy.convert.hf import convert_hf
@@ -236,7 +243,7 @@ def export(task: str, checkpoint: Path, ship: bool) -> dict[str, Any]:
     print(f"fp32: {base:.2f} points, {size_mb(fp32):.1f} MB; probe {fp32_check}", flush=True)
     candidates: dict[str, Any] = {}
     chosen = None
-    for label in CANDIDATES:
+    for label in (c for c in CANDIDATES if c in only):
         path = work / label
         try:
             how = build_candidate(label, fp32, path)
@@ -343,6 +350,7 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     }
     return {
         "summary": line,
+        **continued_from(Path(hp.get("base") or ".")),
         "old_default": old,
         "labels": list(
             json.loads((checkpoint / "config.json").read_text("utf-8"))["id2label"].values()
@@ -370,6 +378,31 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     }
 
 
+def continued_from(base: Path) -> dict[str, Any]:
+    """When training started from a shipped model rebuilt by tools/onnx_to_hf.py: which, and how."""
+    if not (base / "source_bundle.json").is_file():
+        return {}
+    src = json.loads((base / "source_bundle.json").read_text("utf-8"))
+    rebuilt = json.loads((base / "rebuild_info.json").read_text("utf-8"))
+    model = Path(rebuilt["rebuilt_from"])
+    commit = subprocess.run(
+        ["git", "log", "-1", "--format=%H", "--", f"{model}/model.onnx.data"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return {
+        "continued_from": {
+            "model": model.name,
+            "commit": commit,
+            "rebuilt_dir": base.name,
+            "summary": src["summary"],
+            "metrics": src["metrics"],
+            "hparams": src.get("hparams", {}),
+            "training": src.get("training", {}),
+            "rebuild_check": rebuilt["check"],
+        }
+    }
+
+
 def install(src: Path, target: Path) -> None:
     """Replace the bundled copy whole: copy beside it, then swap."""
     tmp = Path(tempfile.mkdtemp(prefix="." + target.name + ".", dir=target.parent))
@@ -391,7 +424,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rewrite the bundled model's README.md from its bundle.json and the training log",
     )
+    p.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        help="comma-separated 8-bit variants to build and score, tried in the tool's order: "
+        + ", ".join(CANDIDATES),
+    )
     a = p.parse_args(argv)
+    only = tuple(c.strip() for c in a.candidates.split(",") if c.strip())
+    unknown = [c for c in only if c not in CANDIDATES]
+    if unknown or not only:
+        print(f"--candidates: name one or more of {', '.join(CANDIDATES)}.", file=sys.stderr)
+        return 2
     checkpoint = a.checkpoint or ROOT / ".cache" / "train" / f"e5-{a.task}" / "best"
     if not (checkpoint / "model.safetensors").is_file():
         print(
@@ -407,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_e5_card(shipped, a.task, NAMES[a.task], bundle, curve(checkpoint.parent)))
         return 0
     t0 = time.time()
-    export(a.task, checkpoint, not a.no_ship)
+    export(a.task, checkpoint, not a.no_ship, only)
     print(f"done in {time.time() - t0:.0f}s")
     return 0
 

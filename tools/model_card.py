@@ -205,6 +205,39 @@ def layers_kept(layers: int | None) -> str:
     return f"the first {layers} of the 12 encoder layers kept"
 
 
+def train_flags(hp: dict[str, Any]) -> str:
+    """The train_e5_heads.py flags that differ from its defaults (base, layers and epochs always)."""
+    flags = []
+    base = str(hp.get("base") or "")
+    if base and Path(base).name != "zh-en":
+        flags.append(f"--base .cache/e5/{Path(base).name}")
+    flags += [f"--layers {hp.get('layers')}", f"--epochs {hp.get('epochs')}"]
+    if hp.get("freeze_embeddings"):
+        flags.append("--freeze-embeddings")
+    if hp.get("lr") not in (None, 1e-4):
+        flags.append(f"--lr {hp.get('lr'):g}")
+    return " ".join(flags)
+
+
+def continued_lines(cont: dict[str, Any] | None, task: str, name: str) -> list[str]:
+    """Two-stage training: the first stage's model, rebuilt from its shipped int8 weights."""
+    if not cont:
+        return []
+    src_hp, src_train, check = cont["hparams"], cont["training"], cont["rebuild_check"]
+    return [
+        f"- Two stages. Stage 1: {layers_kept(src_hp.get('layers'))} fine-tuned for "
+        f"{src_hp.get('epochs')} epochs (AdamW lr {src_hp.get('lr')}, "
+        f"{src_train.get('train_minutes')} minutes; shipped as `{name}` at commit "
+        f"{cont['commit'][:7]}: {cont['summary']}). Its fp32 checkpoint stayed on the machine "
+        "that trained it, so stage 2 starts from the weights shipped in git: "
+        f"`python tools/onnx_to_hf.py src/ernie_deploy/models/{name} "
+        f".cache/e5/{cont['rebuilt_dir']}` (at that commit) dequantizes them into a "
+        "transformers directory (its logits agree with stage 1's fp32 checkpoint on the probe "
+        f"batch: argmax {check['argmax_agreement_vs_fp32_checkpoint']:.2%}, max abs diff "
+        f"{check['max_abs_diff_vs_fp32_checkpoint']:.3g}). Stage 2 is the run below.",
+    ]
+
+
 def table_line(table: dict | None) -> str:
     """The NER table's second cut (tools/prune_e5_vocab.drop_han_joined), from bundle.json."""
     if not table:
@@ -250,8 +283,14 @@ def write_e5_card(
         if task == "ner"
         else f"- Vocabulary: {E5_PRUNING.rsplit(' For NER', 1)[0]}",
         f"- Fine-tuned: {layers_kept(hp.get('layers'))} (chosen by "
-        "measured training speed and size on 2 CPU cores: tools/README-training.md), every "
-        f"weight trained, a linear {'token' if task == 'ner' else 'sequence'}-classification "
+        "measured training speed and size on 2 CPU cores: tools/README-training.md), "
+        + (
+            "every weight trained but the word-embedding table, which stays the imported 4-bit "
+            "blocks (and ships as them)"
+            if hp.get("freeze_embeddings")
+            else "every weight trained"
+        )
+        + f", a linear {'token' if task == 'ner' else 'sequence'}-classification "
         "head (transformers `XLMRobertaFor"
         + ("TokenClassification" if task == "ner" else "SequenceClassification")
         + "`).",
@@ -261,6 +300,7 @@ def write_e5_card(
         "",
         "## Training",
         "",
+        *continued_lines(bundle.get("continued_from"), task, name),
         f"- PyTorch on a 2-core CPU: {train.get('train_minutes')} minutes, {train.get('epoch')} "
         f"epochs (step {train.get('step')}), batch {hp.get('batch_size')}, max "
         f"{hp.get('max_len')} pieces, AdamW lr {hp.get('lr')}, weight decay "
@@ -271,7 +311,8 @@ def write_e5_card(
         "score on a 1,000-example dev split of the training data (ties keep the earlier one); "
         "the held-out / test column of the curve below was not used to choose.",
         f"- Command: `python tools/train_e5_heads.py {task} --workdir .cache/train/{workdir} "
-        f"--layers {hp.get('layers')} --epochs {hp.get('epochs')}` (re-running it resumes from "
+        + train_flags(hp)
+        + "` (re-running it resumes from "
         f"the latest checkpoint), then `python tools/export_e5_heads.py {task} --checkpoint "
         f".cache/train/{workdir}/best`.",
         "",

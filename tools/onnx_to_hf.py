@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Rebuild a transformers checkpoint from one of our dynamic-int8 ONNX exports, to train it further.
+
+    python tools/onnx_to_hf.py src/ernie_deploy/models/ner-zh-e5 .cache/e5/ner-zh-e5-v1
+
+The fp32 training checkpoint of a shipped e5 head lives only in the `.cache/` of the machine that
+trained it. The shipped ONNX file still holds every weight: the int8 ones (MatMulInteger weights,
+per channel or per tensor; the quantized Gather tables) are dequantized, `(q - zero_point) *
+scale`, the fp32 ones (biases, LayerNorms) copied. Each MatMulInteger node is named after the
+`nn.Linear` it came from (`/roberta/encoder/layer.3/attention/self/query/MatMul_quant`), its
+weight is [in, out] (transposed back here), and each quantized table is
+`<parameter>_quantized` (or `<parameter>_q4` with `_scales`: 4-bit blocks of 32 along a row,
+element 2i in the low nibble of byte i, `(q - 8) * scale`). The result is a `save_pretrained`
+directory (config.json and the tokenizer files copied from the model directory, its bundle.json
+as `source_bundle.json`) that `tools/train_e5_heads.py --base` takes.
+
+Check (always run): the rebuilt PyTorch model's logits against the ONNX model's on the model
+directory's `export_check.npz` probe batch; they differ only by the int8 activation rounding
+of the ONNX model's dynamic quantization (the weights are the same numbers), and against the
+fp32 checkpoint's own logits kept there at export (what the int8 rounding of the weights cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def unpack_q4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """[rows, cols/2] bytes (element 2i in the low nibble of byte i) and [rows, cols/32] scales
+    -> fp32 [rows, cols], `(q - 8) * scale` per block of 32 (tools/pack_e5_4bit.py's layout)."""
+    rows = packed.shape[0]
+    q = np.stack([packed & 0x0F, packed >> 4], -1).reshape(rows, -1).astype(np.float32)
+    blocks = (q - 8).reshape(rows, scales.shape[1], -1) * scales.astype(np.float32)[..., None]
+    return blocks.reshape(rows, -1)
+
+
+def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
+    """Parameter name -> fp32 array (PyTorch layout) for every weight in the graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+    def deq(base: str) -> np.ndarray:
+        q = init[base + "_quantized"].astype(np.float32)
+        zp = init[base + "_zero_point"].astype(np.float32)
+        return (q - zp) * init[base + "_scale"].astype(np.float32)
+
+    out: dict[str, np.ndarray] = {}
+    matmul_weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger"}
+    for name, value in init.items():
+        if name.startswith(("onnx::", "/")) or name in matmul_weights:
+            continue  # MatMul weights are named after their node below (Gemm's `_Transposed` too)
+        if value.dtype == np.float32 and value.ndim >= 1:
+            out[name] = value
+        elif name.endswith("_quantized"):
+            out[name[: -len("_quantized")]] = deq(name[: -len("_quantized")])
+    for name, value in init.items():  # a table stored as 4-bit blocks (GatherBlockQuantized)
+        if name.endswith("_q4") and name[: -len("_q4")] + "_scales" in init:
+            out[name[: -len("_q4")]] = unpack_q4(value, init[name[: -len("_q4")] + "_scales"])
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger" or not node.input[1].endswith("_quantized"):
+            continue
+        module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+        out[module + ".weight"] = deq(node.input[1][: -len("_quantized")]).T.copy()
+    return out
+
+
+def rebuild(model_dir: Path, out: Path) -> dict:
+    import torch
+    from safetensors.torch import save_file
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    arch = (config.architectures or [""])[0]
+    cls = (
+        AutoModelForTokenClassification
+        if arch.endswith("ForTokenClassification")
+        else AutoModelForSequenceClassification
+    )
+    model = cls.from_config(config).eval()
+    weights = dequantized_weights(model_dir / "model.onnx")
+    expected = {k for k in model.state_dict() if not k.endswith("position_ids")}
+    missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or extra:
+        raise SystemExit(
+            f"onnx_to_hf: weights do not map: missing {missing[:5]}, extra {extra[:5]}"
+        )
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+
+    probe = np.load(model_dir / "export_check.npz")
+    feeds = {k: probe[k] for k in ("input_ids", "attention_mask") if k in probe.files}
+    with torch.no_grad():
+        got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    ref = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+    rows = feeds["attention_mask"].astype(bool) if got.ndim == 3 else slice(None)
+    check = {
+        "probe_texts": int(feeds["input_ids"].shape[0]),
+        "max_abs_diff_vs_onnx": float(np.abs(got - ref)[rows].max()),
+        "argmax_agreement_vs_onnx": float((got.argmax(-1) == ref.argmax(-1))[rows].mean()),
+    }
+    if "pytorch_logits" in probe.files:  # the fp32 checkpoint's own logits, kept at export
+        orig = probe["pytorch_logits"]
+        check["max_abs_diff_vs_fp32_checkpoint"] = float(np.abs(got - orig)[rows].max())
+        check["argmax_agreement_vs_fp32_checkpoint"] = float(
+            (got.argmax(-1) == orig.argmax(-1))[rows].mean()
+        )
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+    for name in COPIED:
+        shutil.copy2(model_dir / name, tmp / name)
+    if (model_dir / "bundle.json").is_file():  # how the source was trained: the next card cites it
+        shutil.copy2(model_dir / "bundle.json", tmp / "source_bundle.json")
+    info = {"rebuilt_from": str(model_dir), "weights": len(weights), "check": check}
+    (tmp / "rebuild_info.json").write_text(json.dumps(info, indent=1), "utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "model_dir", type=Path, help="a shipped model directory (model.onnx, config.json)"
+    )
+    p.add_argument(
+        "out", type=Path, help="the transformers directory to write (replaced if present)"
+    )
+    a = p.parse_args(argv)
+    if not (a.model_dir / "model.onnx").is_file() or not (a.model_dir / "config.json").is_file():
+        print(
+            f"onnx_to_hf: {a.model_dir} holds no model.onnx + config.json: pass a model directory.",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps(rebuild(a.model_dir, a.out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
