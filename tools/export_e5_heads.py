@@ -13,10 +13,11 @@
 2. the fp32 model is scored through ernie-deploy's own predictor (tools/evaluate_default_models.py:
    all 5,000 MSRA test sentences with the shipped decode, or the 2,000-review held-out split);
 3. dynamic int8 candidates (`ernie_deploy.convert.quantize`, every op type ORT's dynamic mode
-   handles, the word-embedding Gather included; per-tensor then per-channel) are scored the same
-   way; the first within 0.5 point of fp32 is shipped. fp32 itself (~110 MB for 6 layers) is
-   over the 40 MB a bundled model may take, so when no int8 candidate keeps the metric nothing
-   is shipped and the tool says so;
+   handles, the word-embedding Gather included; per-tensor then per-channel; a word table left
+   frozen in training may instead keep its exact 4-bit blocks) are scored the same way; the
+   first within 0.5 point of fp32 and under 40 MB is shipped (`--candidates` limits the list).
+   fp32 itself (~110 MB for 6 layers) is over the 40 MB a bundled model may take, so when no
+   int8 candidate keeps the metric nothing is shipped and the tool says so;
 4. NER: the ERNIE 3.0 guide's seven entity lines through `infer.py`, the guide's two sentences
    joined into one text, and the demo's 3,060-character text (the two sentences x 60, 420
    entities) are checked on the shipped candidate;
@@ -175,6 +176,8 @@ CANDIDATES = {
     "4-bit blocks of 32 (GatherBlockQuantized; refused unless the table is still the imported "
     "4-bit blocks, i.e. was frozen in training)",
     "int8_per_channel": "dynamic int8 (ernie-deploy quantize --per-channel), every op type",
+    "int8_per_channel_q4_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
+    "its own 4-bit blocks of 32 (as int8_q4_table)",
     "int8_matmul_q8_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
     "8-bit blocks of 32 (GatherBlockQuantized)",
     "q8_blocks": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
@@ -192,7 +195,7 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
         packed = pack(fp32, out, bits=8, block=32, accuracy_level=4)
         return {"how": CANDIDATES[label], "packed_ops": packed["packed_ops"]}
     per_channel = label not in ("int8", "int8_q4_table")
-    matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table")
+    matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
     stage = out.with_name(out.name + "-stage") if matmul_only else out
     q = quantize_model(
         fp32, stage, per_channel=per_channel, overwrite=True,
@@ -224,10 +227,13 @@ def export(
     fp32 = work / "fp32"
     source, table = checkpoint, None
     if task == "ner":  # its Han-isolating tokenizer never emits 9,414 of the table's pieces
-        from prune_e5_vocab import drop_han_joined
+        from prune_e5_vocab import drop_han_joined, han_joined_pieces
 
-        source = work / "checkpoint"
-        table = drop_han_joined(checkpoint, source)
+        if han_joined_pieces(json.loads((checkpoint / "tokenizer.json").read_text("utf-8"))):
+            source = work / "checkpoint"
+            table = drop_han_joined(checkpoint, source)
+        else:  # a second stage trained on a table already cut: the first stage's record holds
+            table = stage_one(checkpoint).get("table")
     report = convert_hf(source, fp32, task=TASKS[task], max_seq_length=128)
     print("\n".join(report.lines()), flush=True)
     set_decode(fp32, decode)
@@ -376,6 +382,13 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
         "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
         **({"table": result["table"]} if "table" in result else {}),
     }
+
+
+def stage_one(checkpoint: Path) -> dict[str, Any]:
+    """The bundle.json of the shipped model a second stage started from ({} for a first stage)."""
+    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
+    src = Path(info.get("hparams", {}).get("base") or ".") / "source_bundle.json"
+    return json.loads(src.read_text("utf-8")) if src.is_file() else {}
 
 
 def continued_from(base: Path) -> dict[str, Any]:
