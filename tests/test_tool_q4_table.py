@@ -1,0 +1,74 @@
+"""tools/export_e5_heads.py's `int8_q4_table` candidate: int8 MatMuls, the word table kept as 4-bit.
+
+A head trained with its word table frozen still holds the imported 4-bit blocks there, and the
+candidate stores them as such (exactly); a table that moved in training is refused rather than
+rounded. Checked on a tiny XLM-R through the real `convert hf` and quantizer.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("optimum.exporters.onnx")
+pytest.importorskip("torch")
+
+from tests import _models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def _fp32_dir(tmp_path: Path, on_grid: bool) -> Path:
+    from onnx_to_hf import unpack_q4
+    from pack_e5_4bit import q4_blocks
+    from safetensors.numpy import load_file, save_file
+
+    from ernie_deploy.convert.hf import convert_hf
+
+    src = _models.build_xlmr_rerank(tmp_path / "src", keep_weights=True).path
+    (src / "model.onnx").unlink()
+    if on_grid:  # what a frozen table is: the imported 4-bit blocks, decoded
+        state = load_file(str(src / "model.safetensors"))
+        key = next(k for k in state if k.endswith("word_embeddings.weight"))
+        packed, scales, _ = q4_blocks(state[key])
+        state[key] = unpack_q4(packed.reshape(len(packed), -1), scales)
+        save_file(state, str(src / "model.safetensors"))
+    convert_hf(src, tmp_path / "fp32")
+    return tmp_path / "fp32"
+
+
+def _logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0]
+
+
+def test_a_frozen_table_ships_as_its_exact_4bit_blocks(tmp_path: Path) -> None:
+    import onnx
+    from export_e5_heads import build_candidate
+
+    fp32 = _fp32_dir(tmp_path, on_grid=True)
+    how = build_candidate("int8_q4_table", fp32, tmp_path / "q4")
+    assert how["packed_ops"] == 1  # the word table; the MatMuls are int8 already
+    graph = onnx.load(str(tmp_path / "q4" / "model.onnx"), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    assert "GatherBlockQuantized" in ops and "MatMulInteger" in ops
+    ids = np.random.default_rng(0).integers(5, 500, (4, 12)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ref, got = _logits(fp32, ids), _logits(tmp_path / "q4", ids)
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_a_trained_table_is_refused_not_rounded(tmp_path: Path) -> None:
+    from export_e5_heads import build_candidate
+    from pack_e5_4bit import PackFailed
+
+    fp32 = _fp32_dir(tmp_path, on_grid=False)
+    with pytest.raises(PackFailed, match="not 4-bit blocks"):
+        build_candidate("int8_q4_table", fp32, tmp_path / "q4")
+    assert not (tmp_path / "q4").exists() and not (tmp_path / "q4-stage").exists()
