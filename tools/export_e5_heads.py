@@ -233,7 +233,7 @@ def export(
             source = work / "checkpoint"
             table = drop_han_joined(checkpoint, source)
         else:  # a second stage trained on a table already cut: the first stage's record holds
-            table = stage_one(checkpoint).get("table")
+            table = source_bundle(training_base(checkpoint)).get("table")
     report = convert_hf(source, fp32, task=TASKS[task], max_seq_length=128)
     print("\n".join(report.lines()), flush=True)
     set_decode(fp32, decode)
@@ -384,18 +384,22 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     }
 
 
-def stage_one(checkpoint: Path) -> dict[str, Any]:
+def source_bundle(base: Path) -> dict[str, Any]:
     """The bundle.json of the shipped model a second stage started from ({} for a first stage)."""
-    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
-    src = Path(info.get("hparams", {}).get("base") or ".") / "source_bundle.json"
+    src = base / "source_bundle.json"
     return json.loads(src.read_text("utf-8")) if src.is_file() else {}
+
+
+def training_base(checkpoint: Path) -> Path:
+    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
+    return Path(info.get("hparams", {}).get("base") or ".")
 
 
 def continued_from(base: Path) -> dict[str, Any]:
     """When training started from a shipped model rebuilt by tools/onnx_to_hf.py: which, and how."""
-    if not (base / "source_bundle.json").is_file():
+    src = source_bundle(base)
+    if not src:
         return {}
-    src = json.loads((base / "source_bundle.json").read_text("utf-8"))
     rebuilt = json.loads((base / "rebuild_info.json").read_text("utf-8"))
     model = Path(rebuilt["rebuilt_from"])
     commit = subprocess.run(

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -99,29 +101,23 @@ def rebuild(model_dir: Path, out: Path) -> dict:
         raise SystemExit(
             f"onnx_to_hf: weights do not map: missing {missing[:5]}, extra {extra[:5]}"
         )
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()}, strict=False)
+
+    from export_e5_heads import agreement, ort_logits  # the export's own probe comparison
 
     probe = np.load(model_dir / "export_check.npz")
-    feeds = {k: probe[k] for k in ("input_ids", "attention_mask") if k in probe.files}
+    feeds = {k: probe[k] for k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
-    ref = sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
-    rows = feeds["attention_mask"].astype(bool) if got.ndim == 3 else slice(None)
+    mask = feeds["attention_mask"]
+    vs_onnx = agreement(ort_logits(model_dir, feeds), got, mask)
     check = {
         "probe_texts": int(feeds["input_ids"].shape[0]),
-        "max_abs_diff_vs_onnx": float(np.abs(got - ref)[rows].max()),
-        "argmax_agreement_vs_onnx": float((got.argmax(-1) == ref.argmax(-1))[rows].mean()),
+        **{f"{k}_vs_onnx": v for k, v in vs_onnx.items()},
     }
     if "pytorch_logits" in probe.files:  # the fp32 checkpoint's own logits, kept at export
-        orig = probe["pytorch_logits"]
-        check["max_abs_diff_vs_fp32_checkpoint"] = float(np.abs(got - orig)[rows].max())
-        check["argmax_agreement_vs_fp32_checkpoint"] = float(
-            (got.argmax(-1) == orig.argmax(-1))[rows].mean()
-        )
+        vs_fp32 = agreement(probe["pytorch_logits"], got, mask)
+        check.update({f"{k}_vs_fp32_checkpoint": v for k, v in vs_fp32.items()})
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
