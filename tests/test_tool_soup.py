@@ -1,0 +1,104 @@
+"""tools/soup_e5_heads.py: the weight average a shipped head may come from, and its refusals.
+
+A soup that averaged the wrong tensors, or averaged members of different shapes or tokenizers,
+would ship a model no run trained; the greedy choice must also never pick a soup worse on dev
+than its best member.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import soup_e5_heads as soup  # noqa: E402
+
+
+def tiny_member(path: Path, seed: int, layers: int = 2) -> Path:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = XLMRobertaConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        num_labels=2,
+    )
+    XLMRobertaForSequenceClassification(cfg).save_pretrained(str(path))
+    (path / "tokenizer.json").write_text('{"tiny": true}', "utf-8")
+    return path
+
+
+def test_average_is_the_mean_of_every_float_tensor(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    a = load_file(str(tiny_member(tmp_path / "a", 1) / "model.safetensors"))
+    b = load_file(str(tiny_member(tmp_path / "b", 2) / "model.safetensors"))
+    avg = soup.average([a, b])
+    assert set(avg) == set(a)
+    for k in a:
+        if a[k].is_floating_point():
+            assert not torch.equal(a[k], b[k]) or k.endswith("bias") or "LayerNorm" in k
+            torch.testing.assert_close(avg[k], (a[k] + b[k]) / 2)
+
+
+def test_members_of_other_shapes_or_tokenizers_are_refused(tmp_path: Path) -> None:
+    a, b = tiny_member(tmp_path / "a", 1), tiny_member(tmp_path / "b", 2)
+    assert soup.check_members([a, b]) is None
+    deeper = tiny_member(tmp_path / "c", 3, layers=3)
+    assert "one shape" in soup.check_members([a, deeper])
+    (b / "tokenizer.json").write_text('{"other": true}', "utf-8")
+    assert "one shape" in soup.check_members([a, b])
+    assert "holds no config.json" in soup.check_members([a, tmp_path])
+
+
+def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys) -> None:
+    a, b = tiny_member(tmp_path / "a", 1), tiny_member(tmp_path / "b", 2)
+    assert soup.main(["sentiment", "--members", str(a), str(b), "--out", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass a new --out" in err and err.count("\n") == 1
+    assert soup.main(["sentiment", "--members", str(a), "--out", str(tmp_path / "o")]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert json.loads((a / "config.json").read_text("utf-8"))["num_hidden_layers"] == 2
+
+
+def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) -> None:
+    """Tiny members on a tiny dev / held-out split: the written soup scores its recorded dev."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    examples = [
+        (np.concatenate(([0], rng.integers(5, 40, size=n), [2])).astype(np.int32), int(n % 2))
+        for n in rng.integers(3, 12, size=24)
+    ]
+    data = {
+        "train": {"examples": examples[:8], "texts": [""] * 8},
+        "dev": {"examples": examples[8:16], "texts": [""] * 8},
+        "heldout": {"examples": examples[16:], "texts": [""] * 8},
+    }
+    pkl = tmp_path / "data.pkl"
+    import pickle
+
+    pkl.write_bytes(pickle.dumps(data))
+    members = [str(tiny_member(tmp_path / f"m{i}", i)) for i in range(3)]
+    out = tmp_path / "soup"
+    args = ["sentiment", "--members", *members, "--out", str(out), "--data", str(pkl)]
+    assert soup.main([*args, "--threads", "1", "--report"]) == 0
+    info = json.loads((out / "soup_info.json").read_text("utf-8"))
+    assert info["greedy"]["dev"] >= max(m["dev"] for m in info["members"])
+    assert (
+        info["greedy"]["ingredients"][0] == max(info["members"], key=lambda m: m["dev"])["member"]
+    )
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert not (tmp_path / "soup.tmp").exists()

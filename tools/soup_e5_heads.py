@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Average fine-tuned e5 heads of one shape into a "model soup", chosen on the dev split only.
+
+    python tools/soup_e5_heads.py sentiment --out .cache/train/soup \
+        --members .cache/train/e5-sent-11-s43/best .cache/train/e5-sent-11-s44/best ...
+
+Members are transformers directories of one architecture and depth that started from the same
+pretrained encoder (train_e5_heads.py's best/ or final/, or onnx_to_hf.py's rebuild of a
+shipped model). Every member, their uniform average and the greedy soup (Wortsman et al.,
+2022: members in order of dev score, each kept only if the average's dev score does not drop)
+are scored on the dev split that train_e5_heads.py holds out of TRAIN (split seed 42, as the
+shipped heads). The greedy soup is written to --out (a save_pretrained directory that
+export_e5_heads.py --checkpoint takes) with soup_info.json; it is never worse on dev than the
+best member, and no other split takes part in the choice. --report adds the held-out / test
+scores of every candidate to soup_info.json, for the record only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+import e5_heads_data as hd  # noqa: E402
+
+COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def check_members(members: list[Path]) -> str | None:
+    """One sentence saying why these directories cannot be averaged, or None."""
+    first = None
+    for m in members:
+        if not (m / "config.json").is_file() or not (m / "model.safetensors").is_file():
+            return f"{m} holds no config.json + model.safetensors: pass best/, final/ or an onnx_to_hf.py output."
+        cfg = json.loads((m / "config.json").read_text("utf-8"))
+        shape = (
+            (cfg.get("architectures") or [""])[0],
+            cfg.get("num_hidden_layers"),
+            cfg.get("vocab_size"),
+            cfg.get("num_labels", len(cfg.get("id2label", {}))),
+            (m / "tokenizer.json").read_bytes() if (m / "tokenizer.json").is_file() else b"",
+        )
+        if first is None:
+            first = (m, shape)
+        elif shape != first[1]:
+            return (
+                f"{m} differs from {first[0]} in architecture, depth, vocabulary, labels or "
+                "tokenizer: soup only members of one shape."
+            )
+    return None
+
+
+def average(states: list[dict]) -> dict:
+    out = {}
+    for k, v in states[0].items():
+        if v.is_floating_point():
+            out[k] = sum(s[k].float() for s in states) / len(states)
+        else:
+            out[k] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("task", choices=("ner", "sentiment"))
+    p.add_argument("--members", type=Path, nargs="+", required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="the directory to write (must not exist)"
+    )
+    p.add_argument("--data", type=Path, help="a training workdir's data.pkl (split seed 42)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--report", action="store_true", help="also score held-out / test (not used to choose)"
+    )
+    a = p.parse_args(argv)
+    if len(a.members) < 2:
+        print("soup_e5_heads: pass at least two --members.", file=sys.stderr)
+        return 2
+    why = check_members(a.members)
+    if why:
+        print(f"soup_e5_heads: {why}", file=sys.stderr)
+        return 2
+    if a.out.exists():
+        print(f"soup_e5_heads: {a.out} exists: pass a new --out.", file=sys.stderr)
+        return 2
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    import torch
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(a.threads)
+    from e5_trainer import E5Trainer
+    from train_e5_heads import parse_args as train_args
+
+    t0 = time.time()
+    scratch = tempfile.TemporaryDirectory()  # E5Trainer wants a workdir; it writes nothing here
+    targs = train_args(
+        [a.task, "--workdir", scratch.name, "--base", str(a.members[0]), "--layers", "0"]
+    )
+    targs.split_seed = 42
+    if a.data:
+        with open(a.data, "rb") as f:
+            data = pickle.load(f)
+    else:
+        data = hd.prepare(
+            a.task, a.members[0], 42, targs.dev_size, targs.heldout_size, targs.max_len
+        )
+    trainer = E5Trainer(targs, data)
+    other = "test" if a.task == "ner" else "heldout"
+
+    def scores(state: dict, splits: tuple[str, ...]) -> dict[str, Any]:
+        trainer.model.load_state_dict(state)
+        out = {}
+        for split in splits:
+            r = trainer.evaluate(split)
+            out[split] = r["viterbi"]["f1"] if a.task == "ner" else r["accuracy"]
+        return out
+
+    splits = ("dev", other) if a.report else ("dev",)
+    states = [load_file(str(m / "model.safetensors")) for m in a.members]
+    members = []
+    for m, s in zip(a.members, states):
+        members.append({"member": str(m), **scores(s, splits)})
+        print(json.dumps(members[-1]), flush=True)
+    uniform = {"soup": "uniform", **scores(average(states), splits)}
+    print(json.dumps(uniform), flush=True)
+    order = sorted(range(len(states)), key=lambda i: -members[i]["dev"])  # stable: ties keep order
+    kept, best_dev = [order[0]], members[order[0]]["dev"]
+    for i in order[1:]:
+        dev = scores(average([states[j] for j in kept + [i]]), ("dev",))["dev"]
+        print(json.dumps({"try": str(a.members[i]), "dev": dev, "kept_dev": best_dev}), flush=True)
+        if dev >= best_dev:
+            kept, best_dev = kept + [i], dev
+    greedy_state = average([states[j] for j in kept])
+    greedy = {
+        "soup": "greedy",
+        "ingredients": [str(a.members[j]) for j in kept],
+        **scores(greedy_state, splits),
+    }
+    print(json.dumps(greedy), flush=True)
+
+    trainer.model.load_state_dict(greedy_state)
+    tmp = a.out.with_name(a.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    for name in COPIED:
+        if (a.members[0] / name).is_file():
+            shutil.copy2(a.members[0] / name, tmp / name)
+    info = {
+        "rule": "greedy soup on dev (members by dev score; each kept if dev does not drop)",
+        "members": members,
+        "uniform": uniform,
+        "greedy": greedy,
+        "reported_not_chosen_on": other if a.report else None,
+        "seconds": round(time.time() - t0, 1),
+    }
+    (tmp / "soup_info.json").write_text(json.dumps(info, indent=1), "utf-8")
+    tmp.rename(a.out)
+    scratch.cleanup()
+    print(f"wrote {a.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
