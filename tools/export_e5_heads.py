@@ -377,6 +377,7 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
         },
         "size_mb": {"fp32": result["fp32_size_mb"], chosen: shipped["size_mb"]},
         "training": {k: info.get(k) for k in ("step", "epoch", "train_minutes")},
+        **({"soup": info["soup"]} if info.get("soup") else {}),  # tools/soup_e5_heads.py
         "hparams": hp,
         "evaluation": ev,
         "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},

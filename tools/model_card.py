@@ -259,6 +259,63 @@ TIMING_NOTE = (
 )
 
 
+def run_lines(hp: dict[str, Any], train: dict[str, Any], task: str, workdir: str) -> list[str]:
+    """One training run, its shipped checkpoint and its command."""
+    return [
+        f"- PyTorch on a 2-core CPU: {train.get('train_minutes')} minutes, {train.get('epoch')} "
+        f"epochs (step {train.get('step')}), batch {hp.get('batch_size')}, max "
+        f"{hp.get('max_len')} pieces, AdamW lr {hp.get('lr')}, weight decay "
+        f"{hp.get('weight_decay')}, clip {hp.get('clip')}, {hp.get('warmup')} warmup + linear "
+        f"decay over {hp.get('epochs')} epochs, dropout {hp.get('dropout')}, seed "
+        f"{hp.get('seed')}.",
+        f"- Shipped checkpoint: step {train.get('step')} (epoch {train.get('epoch')}), the best "
+        "score on a 1,000-example dev split of the training data (ties keep the earlier one); "
+        "the held-out / test column of the curve below was not used to choose.",
+        f"- Command: `python tools/train_e5_heads.py {task} --workdir .cache/train/{workdir} "
+        + train_flags(hp)
+        + "` (re-running it resumes from "
+        f"the latest checkpoint), then `python tools/export_e5_heads.py {task} --checkpoint "
+        f".cache/train/{workdir}/best`.",
+    ]
+
+
+def soup_lines(soup: dict[str, Any], task: str) -> list[str]:
+    """A greedy soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how."""
+    rows = []
+    for ing in soup["ingredients"]:
+        hp = ing.get("hparams", {})
+        where = (
+            f"the shipped `{ing['rebuilt_from']}` rebuilt by tools/onnx_to_hf.py"
+            if ing.get("rebuilt_from")
+            else f"`{ing.get('workdir')}/{ing.get('checkpoint')}`"
+        )
+        rows.append(
+            f"  - {where}: {layers_kept(hp.get('layers'))}, seed {ing.get('seed')}, epoch "
+            f"{ing.get('epoch')} of {ing.get('epochs_planned')} (AdamW lr {hp.get('lr')}, batch "
+            f"{hp.get('batch_size')}, max {hp.get('max_len')} pieces, {hp.get('warmup')} warmup + "
+            f"linear decay, dropout {hp.get('dropout')}; {ing.get('train_minutes')} minutes on "
+            f"a 2-core CPU), dev {_pct(ing['dev'])}"
+        )
+    return [
+        '- A weight average ("model soup") of fine-tuning runs that all started from the same '
+        "imported encoder, with the same recipe but for the seed and the number of epochs. "
+        f"Rule: {soup['rule']}; the soup scores {_pct(soup['dev'])} on the 1,000-example dev "
+        f"split of the training data (uniform average of all candidates: "
+        f"{_pct(soup['uniform_dev'])}), and the held-out / test split took no part in the choice. "
+        "Ingredients:",
+        *rows,
+        "- Candidates and their dev scores: "
+        + ", ".join(
+            f"`{Path(m).parent.name}/{Path(m).name}` {_pct(d)}"
+            for m, d in soup["members_dev"].items()
+        )
+        + ".",
+        f"- Commands: each run is `python tools/train_e5_heads.py {task} --workdir "
+        ".cache/train/<run> --layers N --epochs E --seed S --split-seed 42`, then "
+        f"`{soup['command']}`, then `python tools/export_e5_heads.py {task} --checkpoint <soup>`.",
+    ]
+
+
 def write_e5_card(
     out: Path, task: str, name: str, bundle: dict[str, Any], history: list[dict[str, Any]]
 ) -> Path:
@@ -301,20 +358,11 @@ def write_e5_card(
         "## Training",
         "",
         *continued_lines(bundle.get("continued_from"), task, name),
-        f"- PyTorch on a 2-core CPU: {train.get('train_minutes')} minutes, {train.get('epoch')} "
-        f"epochs (step {train.get('step')}), batch {hp.get('batch_size')}, max "
-        f"{hp.get('max_len')} pieces, AdamW lr {hp.get('lr')}, weight decay "
-        f"{hp.get('weight_decay')}, clip {hp.get('clip')}, {hp.get('warmup')} warmup + linear "
-        f"decay over {hp.get('epochs')} epochs, dropout {hp.get('dropout')}, seed "
-        f"{hp.get('seed')}.",
-        f"- Shipped checkpoint: step {train.get('step')} (epoch {train.get('epoch')}), the best "
-        "score on a 1,000-example dev split of the training data (ties keep the earlier one); "
-        "the held-out / test column of the curve below was not used to choose.",
-        f"- Command: `python tools/train_e5_heads.py {task} --workdir .cache/train/{workdir} "
-        + train_flags(hp)
-        + "` (re-running it resumes from "
-        f"the latest checkpoint), then `python tools/export_e5_heads.py {task} --checkpoint "
-        f".cache/train/{workdir}/best`.",
+        *(
+            soup_lines(bundle["soup"], task)
+            if bundle.get("soup")
+            else run_lines(hp, train, task, workdir)
+        ),
         "",
         "## Export and weights",
         "",

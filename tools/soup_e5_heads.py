@@ -60,6 +60,42 @@ def check_members(members: list[Path]) -> str | None:
     return None
 
 
+def provenance(member: Path) -> dict[str, Any]:
+    """Where a member came from: its run's hparams and checkpoint, or the shipped model rebuilt."""
+    info_file, rebuilt_file = member / "training_info.json", member / "rebuild_info.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text("utf-8"))
+        hp = info.get("hparams", {})
+        return {
+            "dir": str(member),
+            "workdir": Path(str(hp.get("workdir") or "")).name,
+            "checkpoint": member.name,
+            "seed": hp.get("seed"),
+            "epochs_planned": hp.get("epochs"),
+            "epoch": info.get("epoch"),
+            "step": info.get("step"),
+            "train_minutes": info.get("train_minutes"),
+            "hparams": hp,
+        }
+    if rebuilt_file.is_file():
+        rebuilt = json.loads(rebuilt_file.read_text("utf-8"))
+        src = member / "source_bundle.json"
+        bundle = json.loads(src.read_text("utf-8")) if src.is_file() else {}
+        train = bundle.get("training", {})
+        return {
+            "dir": str(member),
+            "rebuilt_from": Path(rebuilt["rebuilt_from"]).name,
+            "rebuild_check": rebuilt.get("check"),
+            "seed": bundle.get("hparams", {}).get("seed"),
+            "epochs_planned": bundle.get("hparams", {}).get("epochs"),
+            "epoch": train.get("epoch"),
+            "step": train.get("step"),
+            "train_minutes": train.get("train_minutes"),
+            "hparams": bundle.get("hparams", {}),
+        }
+    return {"dir": str(member)}
+
+
 def average(states: list[dict]) -> dict:
     out = {}
     for k, v in states[0].items():
@@ -164,6 +200,26 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.time() - t0, 1),
     }
     (tmp / "soup_info.json").write_text(json.dumps(info, indent=1), "utf-8")
+    ingredients = [
+        {**provenance(a.members[j]), "dev": members[j]["dev"]} for j in kept
+    ]  # export_e5_heads.py reads this file for bundle.json and the card
+    trained = [i for i in ingredients if "hparams" in i]
+    training_info = {
+        "step": None,
+        "epoch": None,
+        "train_minutes": round(sum(i.get("train_minutes") or 0 for i in ingredients), 1),
+        "hparams": {**(trained[0]["hparams"] if trained else {}), "workdir": str(a.out)},
+        "soup": {
+            "rule": info["rule"],
+            "dev": greedy["dev"],
+            "uniform_dev": uniform["dev"],
+            "ingredients": ingredients,
+            "members_dev": {m["member"]: m["dev"] for m in members},
+            "command": "python tools/soup_e5_heads.py "
+            + " ".join([a.task, "--members", *map(str, a.members), "--out", str(a.out)]),
+        },
+    }
+    (tmp / "training_info.json").write_text(json.dumps(training_info, indent=1), "utf-8")
     tmp.rename(a.out)
     scratch.cleanup()
     print(f"wrote {a.out}", flush=True)
