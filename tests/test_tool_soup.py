@@ -102,3 +102,6 @@ def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) 
     )
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / "soup.tmp").exists()
+    record = json.loads((out / "training_info.json").read_text("utf-8"))["soup"]
+    assert [i["dir"] for i in record["ingredients"]] == info["greedy"]["ingredients"]
+    assert record["dev"] == info["greedy"]["dev"] and str(out) in record["command"]
