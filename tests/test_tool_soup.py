@@ -70,6 +70,10 @@ def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys)
     assert "exists: pass a new --out" in err and err.count("\n") == 1
     assert soup.main(["sentiment", "--members", str(a), "--out", str(tmp_path / "o")]) == 2
     assert "at least two" in capsys.readouterr().err
+    missing = tmp_path / "no.pkl"
+    args = ["sentiment", "--members", str(a), str(b), "--out", str(tmp_path / "o")]
+    assert soup.main([*args, "--data", str(missing)]) == 2
+    assert "is not a file" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert json.loads((a / "config.json").read_text("utf-8"))["num_hidden_layers"] == 2
 
 

@@ -33,8 +33,6 @@ sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
 
-COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
 
 def check_members(members: list[Path]) -> str | None:
     """One sentence saying why these directories cannot be averaged, or None."""
@@ -63,37 +61,29 @@ def check_members(members: list[Path]) -> str | None:
 def provenance(member: Path) -> dict[str, Any]:
     """Where a member came from: its run's hparams and checkpoint, or the shipped model rebuilt."""
     info_file, rebuilt_file = member / "training_info.json", member / "rebuild_info.json"
+    where: dict[str, Any] = {"dir": str(member)}
     if info_file.is_file():
         info = json.loads(info_file.read_text("utf-8"))
-        hp = info.get("hparams", {})
-        return {
-            "dir": str(member),
-            "workdir": Path(str(hp.get("workdir") or "")).name,
-            "checkpoint": member.name,
-            "seed": hp.get("seed"),
-            "epochs_planned": hp.get("epochs"),
-            "epoch": info.get("epoch"),
-            "step": info.get("step"),
-            "train_minutes": info.get("train_minutes"),
-            "hparams": hp,
-        }
-    if rebuilt_file.is_file():
+        hp, train = info.get("hparams", {}), info
+        where |= {"workdir": Path(str(hp.get("workdir") or "")).name, "checkpoint": member.name}
+    elif rebuilt_file.is_file():
         rebuilt = json.loads(rebuilt_file.read_text("utf-8"))
         src = member / "source_bundle.json"
         bundle = json.loads(src.read_text("utf-8")) if src.is_file() else {}
-        train = bundle.get("training", {})
-        return {
-            "dir": str(member),
+        hp, train = bundle.get("hparams", {}), bundle.get("training", {})
+        where |= {
             "rebuilt_from": Path(rebuilt["rebuilt_from"]).name,
             "rebuild_check": rebuilt.get("check"),
-            "seed": bundle.get("hparams", {}).get("seed"),
-            "epochs_planned": bundle.get("hparams", {}).get("epochs"),
-            "epoch": train.get("epoch"),
-            "step": train.get("step"),
-            "train_minutes": train.get("train_minutes"),
-            "hparams": bundle.get("hparams", {}),
         }
-    return {"dir": str(member)}
+    else:
+        return where
+    return {
+        **where,
+        "seed": hp.get("seed"),
+        "epochs_planned": hp.get("epochs"),
+        **{k: train.get(k) for k in ("epoch", "step", "train_minutes")},
+        "hparams": hp,
+    }
 
 
 def average(states: list[dict]) -> dict:
@@ -129,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.exists():
         print(f"soup_e5_heads: {a.out} exists: pass a new --out.", file=sys.stderr)
         return 2
+    if a.data and not a.data.is_file():
+        print(
+            f"soup_e5_heads: --data {a.data} is not a file: pass a training workdir's data.pkl.",
+            file=sys.stderr,
+        )
+        return 2
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     import torch
     from safetensors.torch import load_file
 
     torch.set_num_threads(a.threads)
-    from e5_trainer import E5Trainer
+    from e5_trainer import TOKENIZER_FILES, E5Trainer
     from train_e5_heads import parse_args as train_args
 
     t0 = time.time()
@@ -142,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     targs = train_args(
         [a.task, "--workdir", scratch.name, "--base", str(a.members[0]), "--layers", "0"]
     )
-    targs.split_seed = 42
     if a.data:
         with open(a.data, "rb") as f:
             data = pickle.load(f)
     else:
         data = hd.prepare(
-            a.task, a.members[0], 42, targs.dev_size, targs.heldout_size, targs.max_len
+            a.task,
+            a.members[0],
+            targs.split_seed,
+            targs.dev_size,
+            targs.heldout_size,
+            targs.max_len,
         )
     trainer = E5Trainer(targs, data)
     other = "test" if a.task == "ner" else "heldout"
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.out.with_name(a.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
-    for name in COPIED:
+    for name in TOKENIZER_FILES:
         if (a.members[0] / name).is_file():
             shutil.copy2(a.members[0] / name, tmp / name)
     info = {
