@@ -239,6 +239,9 @@ def test_ctrl_c_during_infer_exits_130_keeping_results(lookup_ner: Path, tmp_pat
          str(lookup_ner), "--input_file", str(src), "--output_file", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, encoding="utf-8", errors="replace",
+        # a shell's background job (`make test &`) inherits SIGINT ignored, and Python then
+        # keeps ignoring it: give the child the default disposition a terminal's Ctrl-C meets
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     printed = 0
