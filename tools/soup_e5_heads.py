@@ -31,8 +31,6 @@ from typing import Any
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
-import e5_heads_data as hd  # noqa: E402
-
 
 def check_members(members: list[Path]) -> str | None:
     """One sentence saying why these directories cannot be averaged, or None."""
@@ -131,25 +129,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     from e5_trainer import TOKENIZER_FILES, E5Trainer
+    from train_e5_heads import load_data
     from train_e5_heads import parse_args as train_args
 
     t0 = time.time()
-    scratch = tempfile.TemporaryDirectory()  # E5Trainer wants a workdir; it writes nothing here
+    scratch = tempfile.TemporaryDirectory()  # a workdir for the trainer's objects; thrown away
     targs = train_args(
         [a.task, "--workdir", scratch.name, "--base", str(a.members[0]), "--layers", "0"]
     )
     if a.data:
         with open(a.data, "rb") as f:
             data = pickle.load(f)
-    else:
-        data = hd.prepare(
-            a.task,
-            a.members[0],
-            targs.split_seed,
-            targs.dev_size,
-            targs.heldout_size,
-            targs.max_len,
-        )
+    else:  # the trainer's own preparation, cached in the scratch workdir only
+        data = load_data(targs, Path(scratch.name))
     trainer = E5Trainer(targs, data)
     other = "test" if a.task == "ner" else "heldout"
 
