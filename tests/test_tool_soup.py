@@ -75,6 +75,11 @@ def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys)
     assert soup.main([*args, "--data", str(missing)]) == 2
     assert "is not a file" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert json.loads((a / "config.json").read_text("utf-8"))["num_hidden_layers"] == 2
+    (tmp_path / "o.tmp").mkdir()  # someone's directory next to --out is neither used nor removed
+    (tmp_path / "o.tmp" / "keep.txt").write_text("mine", "utf-8")
+    assert soup.main(args) == 2
+    assert "o.tmp exists" in capsys.readouterr().err
+    assert (tmp_path / "o.tmp" / "keep.txt").read_text("utf-8") == "mine"
 
 
 def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) -> None:

@@ -117,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.out.exists():
         print(f"soup_e5_heads: {a.out} exists: pass a new --out.", file=sys.stderr)
         return 2
+    if a.out.with_name(a.out.name + ".tmp").exists():
+        print(
+            f"soup_e5_heads: {a.out}.tmp exists (a stopped run's, or yours): remove it or pass "
+            "another --out.",
+            file=sys.stderr,
+        )
+        return 2
     if a.data and not a.data.is_file():
         print(
             f"soup_e5_heads: --data {a.data} is not a file: pass a training workdir's data.pkl.",
@@ -178,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer.model.load_state_dict(greedy_state)
     tmp = a.out.with_name(a.out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
     for name in TOKENIZER_FILES:
         if (a.members[0] / name).is_file():
