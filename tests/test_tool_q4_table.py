@@ -72,3 +72,27 @@ def test_a_trained_table_is_refused_not_rounded(tmp_path: Path) -> None:
     with pytest.raises(PackFailed, match="not 4-bit blocks"):
         build_candidate("int8_q4_table", fp32, tmp_path / "q4")
     assert not (tmp_path / "q4").exists() and not (tmp_path / "q4-stage").exists()
+
+
+def test_q8_blocks_q4_table_rounds_a_trained_table_and_keeps_the_matmuls_8bit(
+    tmp_path: Path,
+) -> None:
+    """The lossy candidate: weight-only 8-bit MatMuls, the (trained) table rounded to 4 bits."""
+    import onnx
+    from export_e5_heads import build_candidate
+
+    fp32 = _fp32_dir(tmp_path, on_grid=False)
+    how = build_candidate("q8_blocks_q4_table", fp32, tmp_path / "q8q4")
+    assert how["table_round_trip_max_abs_err"] > 1e-6  # off the grid: rounded, not refused
+    assert how["round_trip_max_abs_err"] < how["table_round_trip_max_abs_err"]
+    graph = onnx.load(str(tmp_path / "q8q4" / "model.onnx"), load_external_data=False).graph
+    bits = {
+        n.op_type: {a.i for a in n.attribute if a.name == "bits"}
+        for n in graph.node
+        if n.op_type in ("MatMulNBits", "GatherBlockQuantized")
+    }
+    assert bits == {"MatMulNBits": {8}, "GatherBlockQuantized": {4}}
+    ids = np.random.default_rng(0).integers(5, 500, (4, 12)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ref, got = _logits(fp32, ids), _logits(tmp_path / "q8q4", ids)
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))

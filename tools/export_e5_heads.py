@@ -182,6 +182,9 @@ CANDIDATES = {
     "8-bit blocks of 32 (GatherBlockQuantized)",
     "q8_blocks": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
     "accuracy_level 4) and the word-embedding table (GatherBlockQuantized)",
+    "q8_blocks_q4_table": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
+    "accuracy_level 4); the word-embedding table rounded to 4-bit blocks of 32 "
+    "(GatherBlockQuantized, the q4_0 rule), which halves its size",
 }  # tried in this order (fastest first); the first within MAX_POINTS_LOST ships
 
 
@@ -191,9 +194,10 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
 
     from ernie_deploy.convert.quantize import quantize_model
 
-    if label == "q8_blocks":
-        packed = pack(fp32, out, bits=8, block=32, accuracy_level=4)
-        return {"how": CANDIDATES[label], "packed_ops": packed["packed_ops"]}
+    if label in ("q8_blocks", "q8_blocks_q4_table"):
+        table_bits = 4 if label == "q8_blocks_q4_table" else 8
+        packed = pack(fp32, out, bits=8, block=32, accuracy_level=4, table_bits=table_bits)
+        return {"how": CANDIDATES[label], **packed}
     per_channel = label not in ("int8", "int8_q4_table")
     matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
     stage = out.with_name(out.name + "-stage") if matmul_only else out

@@ -74,10 +74,17 @@ def _blocks(w: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarra
 
 
 def pack(
-    src: Path, out: Path, bits: int = 4, block: int = QK, accuracy_level: int | None = None
+    src: Path,
+    out: Path,
+    bits: int = 4,
+    block: int = QK,
+    accuracy_level: int | None = None,
+    table_bits: int | None = None,
 ) -> dict:
     """bits 4: the exact q4_0 blocks (refused if the weights are not such blocks);
-    bits 8: symmetric 8-bit blocks of `block` weights, weight-only (fp32 activations)."""
+    bits 8: symmetric 8-bit blocks of `block` weights, weight-only (fp32 activations).
+    `table_bits` 4 with `bits` 8: the word-embedding table alone as q4_0 blocks of 32 rounded
+    from whatever it holds (lossy, its round-trip error reported apart), to halve its size."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -90,6 +97,9 @@ def pack(
     inits = {i.name: i for i in graph.initializer}
     used: set[str] = set()
     new_nodes, new_inits, worst, packed_ops = [], [], 0.0, 0
+    table_bits = table_bits or bits
+    table_block = QK if table_bits != bits else block
+    table_err = 0.0
     for node in graph.node:
         name = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else ""
         if name in inits and len(inits[name].dims) == 2 and inits[name].dims[0] % block == 0:
@@ -119,24 +129,27 @@ def pack(
             packed_ops += 1
         elif node.op_type == "Gather" and node.input[0].endswith("word_embeddings.weight"):
             table = numpy_helper.to_array(inits[node.input[0]])
-            packed, scale, err = _blocks(table, bits, block)
-            worst = max(worst, err)
+            packed, scale, table_err = _blocks(table, table_bits, table_block)
+            if table_bits == bits:
+                worst = max(worst, table_err)
             base = node.input[0]
             new_inits += [
-                numpy_helper.from_array(packed.reshape(table.shape[0], -1), base + f"_q{bits}"),
+                numpy_helper.from_array(
+                    packed.reshape(table.shape[0], -1), base + f"_q{table_bits}"
+                ),
                 numpy_helper.from_array(scale, base + "_scales"),
             ]
             new_nodes.append(
                 helper.make_node(
                     "GatherBlockQuantized",
-                    [base + f"_q{bits}", node.input[1], base + "_scales"],
+                    [base + f"_q{table_bits}", node.input[1], base + "_scales"],
                     list(node.output),
-                    name=node.name + f"_q{bits}",
+                    name=node.name + f"_q{table_bits}",
                     domain="com.microsoft",
                     gather_axis=0,
                     quantize_axis=1,
-                    block_size=block,
-                    bits=bits,
+                    block_size=table_block,
+                    bits=table_bits,
                 )
             )
             used.add(base)
@@ -158,7 +171,8 @@ def pack(
     for item in src.iterdir():
         if item.name not in ("model.onnx",) and not item.name.startswith("model.onnx"):
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, out / item.name)
-    return {"packed_ops": packed_ops, "round_trip_max_abs_err": worst}
+    info = {"packed_ops": packed_ops, "round_trip_max_abs_err": worst}
+    return info if table_bits == bits else {**info, "table_round_trip_max_abs_err": table_err}
 
 
 def save_split(model: object, out: Path) -> None:
