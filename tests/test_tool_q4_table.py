@@ -96,3 +96,19 @@ def test_q8_blocks_q4_table_rounds_a_trained_table_and_keeps_the_matmuls_8bit(
     ids[:, 0], ids[:, -1] = 0, 2
     ref, got = _logits(fp32, ids), _logits(tmp_path / "q8q4", ids)
     assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_export_picks_the_first_fit_or_the_least_loss() -> None:
+    from export_e5_heads import pick
+
+    tried = {
+        "int8": {"refused": "no"},
+        "int8_per_channel": {"points_lost": 0.45, "size_mb": 37.09},
+        "q8_blocks": {"points_lost": -0.03, "size_mb": 41.6},  # closest, but over 40 MB
+        "q8_blocks_q4_table": {"points_lost": 0.04, "size_mb": 35.0},
+    }
+    assert pick(tried, "first") == "int8_per_channel"
+    assert pick(tried, "least-loss") == "q8_blocks_q4_table"
+    tried["int8_per_channel"]["points_lost"] = 0.77
+    tried["q8_blocks_q4_table"]["points_lost"] = 0.51
+    assert pick(tried, "first") is None and pick(tried, "least-loss") is None
