@@ -17,7 +17,8 @@
    frozen in training may instead keep its exact 4-bit blocks) and weight-only 8-bit blocks
    (fp32 activations; slower, closer to fp32; the word table 8-bit, or rounded to 4-bit to fit
    12 layers in 40 MB) are scored the same way; the first within 0.5 point of fp32 and under
-   40 MB is shipped (`--candidates` limits the list).
+   40 MB is shipped, or with `--choose least-loss` the one of those that lost least
+   (`--candidates` limits the list).
    fp32 itself (~110 MB for 6 layers) is over the 40 MB a bundled model may take, so when no
    int8 candidate keeps the metric nothing is shipped and the tool says so;
 4. NER: the ERNIE 3.0 guide's seven entity lines through `infer.py`, the guide's two sentences
@@ -187,7 +188,7 @@ CANDIDATES = {
     "q8_blocks_q4_table": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
     "accuracy_level 4); the word-embedding table rounded to 4-bit blocks of 32 "
     "(GatherBlockQuantized, the q4_0 rule), which halves its size",
-}  # tried in this order (fastest first); the first within MAX_POINTS_LOST ships
+}  # tried in this order (fastest first); pick() chooses among those within MAX_POINTS_LOST
 
 
 def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:

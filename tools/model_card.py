@@ -255,7 +255,7 @@ def table_line(table: dict | None) -> str:
 CHOICE = {  # tools/export_e5_heads.py --choose
     "first": "the first of the candidates below within 0.5 point of fp32",
     "least-loss": "the candidate below that lost least against fp32 among those within 0.5 point "
-    "and 40 MB (chosen for accuracy over speed while the F1 / accuracy goal is missed)",
+    "and 40 MB (`--choose least-loss`: accuracy before speed)",
 }
 TIMING_NOTE = (
     "Seconds: the whole scoring run through the predictor (its default batch and threads), taken while "
