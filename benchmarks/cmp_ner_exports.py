@@ -1,0 +1,89 @@
+"""Two 8-bit exports of the e5 NER head, side by side: the bundled `ner-zh-e5` (dynamic int8,
+per-channel) against a weight-only candidate from `tools/export_e5_heads.py` (`q8_blocks_q4_table`:
+MatMulNBits 8-bit blocks, fp32 activations). Texts per second through `predict` on the 5,000 MSRA
+test sentences, interleaved in one run, best of the repeats. Writes the section "ner_exports".
+
+The candidate is not bundled; make it first (tools/README-training.md, "Sixth session"):
+
+    python tools/export_e5_heads.py ner --checkpoint CKPT --no-ship --candidates q8_blocks_q4_table
+    python benchmarks/cmp_ner_exports.py [--candidate .cache/export-e5/ner-zh-e5/q8_blocks_q4_table]
+
+Not part of `make bench` (it needs that training output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+import _data  # noqa: E402
+
+SECTION = "ner_exports"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CANDIDATE = ROOT / ".cache" / "export-e5" / "ner-zh-e5" / "q8_blocks_q4_table"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ernie_deploy
+
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--candidate", type=Path, default=DEFAULT_CANDIDATE)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--results", type=Path, default=c.RESULTS)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    if not (args.candidate / "model.onnx").is_file():
+        print(
+            f"{args.candidate} holds no model.onnx: build it with tools/export_e5_heads.py ner "
+            "--no-ship --candidates q8_blocks_q4_table, or pass --candidate DIR.",
+            file=sys.stderr,
+        )
+        return 2
+    machine = c.machine_line()
+    texts = _data.msra_sentences()[:5000]
+    models = {
+        "`ner-zh-e5` (bundled, int8_per_channel)": ernie_deploy.load(
+            "ner-zh-e5", device="cpu", truncate=True
+        ),
+        f"`{args.candidate.name}` candidate": ernie_deploy.load(
+            str(args.candidate), device="cpu", truncate=True
+        ),
+    }
+    for m in models.values():
+        m.predict(texts[:64])  # warm-up
+    best = {n: float("inf") for n in models}
+    for _ in range(args.repeats):
+        for n, m in models.items():
+            t0 = time.perf_counter()
+            m.predict(texts)
+            best[n] = min(best[n], time.perf_counter() - t0)
+    old = next(iter(models))
+    where = args.candidate.resolve()
+    shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    rows = [
+        "| export | texts/s | time per text vs bundled |",
+        "| --- | --- | --- |",
+        *(f"| {n} | {len(texts) / s:.0f} | {s / best[old]:.2f}× |" for n, s in best.items()),
+    ]
+    c.progress(rows[-1])
+    body = "\n".join(
+        [
+            "## NER exports: dynamic int8 vs weight-only 8-bit",
+            "",
+            f"`python benchmarks/cmp_ner_exports.py`: {len(texts):,} MSRA test sentences through "
+            f"`predict` (default batch and threads), best of {args.repeats} interleaved runs; "
+            f"candidate: `{shown}`.",
+            "",
+            *rows,
+        ]
+    )
+    c.emit(SECTION, body, machine, args.results, write=not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
