@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -174,6 +175,22 @@ def interleaved(repeats: int, names: Sequence[str]) -> Iterator[tuple[int, str]]
         k = r % len(names)
         for name in list(names[k:]) + list(names[:k]):
             yield r, name
+
+
+def best_predict_seconds(
+    models: dict[str, Any], texts: list[str], repeats: int
+) -> dict[str, float]:
+    """Seconds of the fastest `predict(texts)` of each loaded model: one warm-up call of 64 texts
+    each, then `repeats` rounds that run every model once, in the dict's order."""
+    for m in models.values():
+        m.predict(texts[:64])  # warm-up
+    best = {n: float("inf") for n in models}
+    for _ in range(repeats):
+        for n, m in models.items():
+            t0 = time.perf_counter()
+            m.predict(texts)
+            best[n] = min(best[n], time.perf_counter() - t0)
+    return best
 
 
 def process_cpu_seconds(pid: int | None = None) -> float | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,14 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             "| --- | --- | --- | --- |"]  # fmt: skip
     for task, old, new in PAIRS:
         models = {n: ernie_deploy.load(n, device="cpu", truncate=True) for n in (old, new)}
-        for m in models.values():
-            m.predict(texts[:64])  # warm-up
-        best = {n: float("inf") for n in models}
-        for _ in range(args.repeats):
-            for n, m in models.items():
-                t0 = time.perf_counter()
-                m.predict(texts)
-                best[n] = min(best[n], time.perf_counter() - t0)
+        best = c.best_predict_seconds(models, texts, args.repeats)
         rate = {n: len(texts) / s for n, s in best.items()}
         rows.append(
             f"| {task} | `{old}` {rate[old]:.0f} texts/s | `{new}` {rate[new]:.0f} texts/s | "

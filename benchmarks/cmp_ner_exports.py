@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,14 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.candidate), device="cpu", truncate=True
         ),
     }
-    for m in models.values():
-        m.predict(texts[:64])  # warm-up
-    best = {n: float("inf") for n in models}
-    for _ in range(args.repeats):
-        for n, m in models.items():
-            t0 = time.perf_counter()
-            m.predict(texts)
-            best[n] = min(best[n], time.perf_counter() - t0)
+    best = c.best_predict_seconds(models, texts, args.repeats)
     old = next(iter(models))
     where = args.candidate.resolve()
     shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
