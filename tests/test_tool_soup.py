@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -61,6 +62,9 @@ def test_members_of_other_shapes_or_tokenizers_are_refused(tmp_path: Path) -> No
     (b / "tokenizer.json").write_text('{"other": true}', "utf-8")
     assert "one shape" in soup.check_members([a, b])
     assert "holds no config.json" in soup.check_members([a, tmp_path])
+    crf = tiny_member(tmp_path / "d", 4)
+    np.save(crf / "crf_transitions.npy", np.zeros((7, 7)))
+    assert "CRF tables" in soup.check_members([a, crf])
 
 
 def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys) -> None:

@@ -205,25 +205,40 @@ TRANS, START = transitions(NER_LABELS)
 
 
 def decode(
-    logits: np.ndarray, firsts: np.ndarray, starts: np.ndarray, ends: np.ndarray, mode: str
+    logits: np.ndarray,
+    firsts: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    mode: str,
+    crf: tuple[np.ndarray, ...] | None = None,
 ) -> set[tuple[int, int, str]]:
     """Piece logits [n_pieces, C] -> entity char spans from the words' first pieces,
-    by argmax or BIO-constrained Viterbi."""
+    by argmax or BIO-constrained Viterbi (plus learned CRF tables [from, to], start, end,
+    as the package's decoder adds them)."""
     if len(firsts) == 0:
         return set()
     lp = log_softmax(logits[firsts])
-    tags = lp.argmax(-1) if mode == "argmax" else viterbi(lp, TRANS, START)
-    return bio_spans(tags, starts, ends)
+    if mode == "argmax":
+        return bio_spans(lp.argmax(-1), starts, ends)
+    trans, start = TRANS, START
+    if crf is not None:
+        trans, start = trans + crf[0], start + crf[1]
+        lp = lp.copy()
+        lp[-1] += crf[2]
+    return bio_spans(viterbi(lp, trans, start), starts, ends)
 
 
-def score_ner(meta: list, logits_per_sentence: list[np.ndarray]) -> dict:
-    """Entity-level P/R/F1 (exact span and type; per type too) for argmax and Viterbi.
-    `logits_per_sentence[i]` holds the piece logits of sentence i (no <s>/</s>)."""
+def score_ner(
+    meta: list, logits_per_sentence: list[np.ndarray], crf: tuple[np.ndarray, ...] | None = None
+) -> dict:
+    """Entity-level P/R/F1 (exact span and type; per type too) for argmax and Viterbi (with
+    the CRF tables when given). `logits_per_sentence[i]` holds the piece logits of sentence i
+    (no <s>/</s>)."""
     res: dict = {"n": len(meta)}
     for mode in ("argmax", "viterbi"):
         c = {"tp": 0, "pred": 0, "gold": 0, **{t: [0, 0, 0] for t in ("PER", "ORG", "LOC")}}
         for (firsts, starts, ends, gold), lg in zip(meta, logits_per_sentence):
-            pred, gold_set = decode(lg, firsts, starts, ends, mode), set(gold)
+            pred, gold_set = decode(lg, firsts, starts, ends, mode, crf), set(gold)
             c["tp"] += len(pred & gold_set)
             c["pred"] += len(pred)
             c["gold"] += len(gold_set)

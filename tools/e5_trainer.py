@@ -60,6 +60,11 @@ class E5Trainer:
             self.model.config.num_hidden_layers = args.layers
         if args.freeze_embeddings:
             self.model.roberta.embeddings.word_embeddings.weight.requires_grad_(False)
+        self.crf = None
+        if self.ner and getattr(args, "crf", False):  # tools/crf_torch.py
+            from crf_torch import make_crf
+
+            self.crf = make_crf(torch, self.labels)
         self.pad = self.model.config.pad_token_id
         self.train_set = data["train"]["examples"][: args.limit_train or None]
         self.lengths = np.array([len(e[0]) for e in self.train_set])
@@ -76,6 +81,10 @@ class E5Trainer:
                 "weight_decay": 0.0,
             },
         ]
+        if self.crf is not None:  # the tables start at zero: they need a larger step
+            groups.append(
+                {"params": list(self.crf.parameters()), "weight_decay": 0.0, "lr": args.crf_lr}
+            )
         self.opt = torch.optim.AdamW(groups, lr=args.lr)
         warm = max(1, int(args.warmup * self.total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -145,7 +154,7 @@ class E5Trainer:
         per_sent = [np.concatenate([x for _, x in sorted(p, key=lambda q: q[0])]) for p in parts]
         return {
             "split": split,
-            **hd.score_ner(meta, per_sent),
+            **hd.score_ner(meta, per_sent, None if self.crf is None else self.crf.tables()),
             "seconds": round(time.time() - t0, 1),
         }
 
@@ -155,7 +164,8 @@ class E5Trainer:
         lg = self.logits([(ids, None) for *_, ids in self.data["demo"]])
         out = []
         for (text, firsts, starts, ends, _), x in zip(self.data["demo"], lg):
-            spans = hd.decode(x[1:-1], firsts, starts, ends, "viterbi")
+            tables = None if self.crf is None else self.crf.tables()
+            spans = hd.decode(x[1:-1], firsts, starts, ends, "viterbi", tables)
             out.append([f"{text[s:e]}:{typ}" for s, e, typ in sorted(spans)])
         return out
 
@@ -187,6 +197,10 @@ class E5Trainer:
             shutil.copy2(Path(self.args.base) / f, tmp / f)
         if "tokenizer_json" in self.data:  # NER: Han characters isolated (e5_heads_data.py)
             (tmp / "tokenizer.json").write_text(self.data["tokenizer_json"], "utf-8")
+        if self.crf is not None:  # the decoder's transition files; convert hf carries them
+            from crf_torch import save_tables
+
+            save_tables(self.crf.tables(), tmp)
         info = {
             "step": self.state["step"],
             "epoch": self.epoch_float(),
@@ -214,6 +228,7 @@ class E5Trainer:
         torch.save(
             {
                 "model": self.model.state_dict(),
+                **({"crf": self.crf.state_dict()} if self.crf is not None else {}),
                 "opt": self.opt.state_dict(),
                 "sched": self.sched.state_dict(),
                 "torch_rng": torch.get_rng_state(),
@@ -242,6 +257,8 @@ class E5Trainer:
         d = self.work / "checkpoints" / latest.read_text("utf-8").strip()
         saved = self.torch.load(d / "train.pt", weights_only=False)
         self.model.load_state_dict(saved["model"])
+        if self.crf is not None:
+            self.crf.load_state_dict(saved["crf"])
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
         self.torch.set_rng_state(saved["torch_rng"])
@@ -269,17 +286,24 @@ class E5Trainer:
             self.args.seed * 1_000_003 + self.state["step"]
         )  # dropout: the step alone
         ids, mask, lab = self.collate(batch)
-        out = self.model(
-            input_ids=torch.from_numpy(ids),
-            attention_mask=torch.from_numpy(mask),
-            labels=torch.from_numpy(lab),
-        )
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip)
+        if self.crf is None:
+            loss = self.model(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                labels=torch.from_numpy(lab),
+            ).loss
+        else:
+            logits = self.model(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+            ).logits
+            loss = self.crf(logits, torch.from_numpy(lab), hd.IGNORE)
+        loss.backward()
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.args.clip)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        return float(out.loss.detach())
+        return float(loss.detach())
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):

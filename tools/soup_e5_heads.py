@@ -38,6 +38,11 @@ def check_members(members: list[Path]) -> str | None:
     for m in members:
         if not (m / "config.json").is_file() or not (m / "model.safetensors").is_file():
             return f"{m} holds no config.json + model.safetensors: pass best/, final/ or an onnx_to_hf.py output."
+        if (m / "crf_transitions.npy").is_file():
+            return (
+                f"{m} holds CRF tables (train_e5_heads.py --crf), which a soup would drop: "
+                "soup only members without them."
+            )
         cfg = json.loads((m / "config.json").read_text("utf-8"))
         shape = (
             (cfg.get("architectures") or [""])[0],

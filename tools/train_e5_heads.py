@@ -48,7 +48,11 @@ TRAJECTORY_KEYS = (
     "dev_size",
     "heldout_size",
     "limit_train",
+    "crf",
+    "crf_lr",
 )
+# Keys added after runs were started, with the value those runs had.
+ADDED_KEYS = {"crf": False, "crf_lr": 1e-2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,6 +101,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=0.06, help="warmup fraction of the planned steps"
     )
     p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument(
+        "--crf",
+        action="store_true",
+        help="ner: train a linear-chain CRF with the encoder (tools/crf_torch.py); best/ and "
+        "final/ then hold its transition files, which convert hf and the decoder use",
+    )
+    p.add_argument(
+        "--crf-lr", type=float, default=1e-2, help="learning rate of the CRF tables (start at 0)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-len", type=int, default=128, help="pieces incl. <s>/</s>")
     p.add_argument("--seed", type=int, default=42)
@@ -161,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if a.crf and a.task != "ner":
+        print("--crf tags words: use it with the ner task only.", file=sys.stderr)
+        return 2
     work = Path(a.workdir)
     if work.exists() and not work.is_dir():
         print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
@@ -170,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if hp_file.exists():
         saved = json.loads(hp_file.read_text("utf-8"))
         saved.setdefault("split_seed", saved.get("seed"))  # runs from before --split-seed
+        for key, value in ADDED_KEYS.items():
+            saved.setdefault(key, value)
         diff = {k: (saved.get(k), hp[k]) for k in TRAJECTORY_KEYS if saved.get(k) != hp[k]}
         if diff and not a.allow_change:
             print(
