@@ -357,9 +357,11 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     if task == "ner":
         f1 = shipped["scores"]["f1"]
         metrics = {"msra_test_f1": round(f1, 4), "msra_test_f1_fp32": round(ev["fp32"]["f1"], 4)}
+        crf = (checkpoint / "crf_transitions.npy").is_file()
         line = (
             f"Chinese NER (PER / ORG / LOC, BIO), multilingual-e5-small ({depth}) "
-            f"fine-tuned on MSRA: entity F1 {f1:.3f} on the MSRA test set ({chosen}, viterbi)"
+            f"fine-tuned on MSRA: entity F1 {f1:.3f} on the MSRA test set ({chosen}, viterbi"
+            f"{' + CRF transitions learned with the encoder' if crf else ''})"
         )
     else:
         acc = shipped["scores"]["accuracy"]
@@ -406,6 +408,8 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
         "size_mb": {"fp32": result["fp32_size_mb"], chosen: shipped["size_mb"]},
         "training": {k: info.get(k) for k in ("step", "epoch", "train_minutes")},
         **({"soup": info["soup"]} if info.get("soup") else {}),  # tools/soup_e5_heads.py
+        **base_record(Path(hp.get("base") or ".")),
+        **crf_record(task, checkpoint, hp, result),
         "hparams": hp,
         "evaluation": ev,
         "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
@@ -413,10 +417,53 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     }
 
 
+def base_record(base: Path) -> dict[str, Any]:
+    """A training that started from a soup or another run: that base's own record."""
+    if not (base / "training_info.json").is_file() or rebuilt_dir(base) == base:
+        return {}
+    info = json.loads((base / "training_info.json").read_text("utf-8"))
+    keep = ("step", "epoch", "train_minutes", "hparams", "soup")
+    return {"base_training": {"dir": base.name, **{k: info[k] for k in keep if k in info}}}
+
+
+def crf_record(
+    task: str, checkpoint: Path, hp: dict[str, Any], result: dict[str, Any]
+) -> dict[str, Any]:
+    """The decode's transition files came from a CRF trained with the encoder (--crf)."""
+    if task != "ner" or not (checkpoint / "crf_transitions.npy").is_file():
+        return {}
+    return {
+        "transitions": {
+            "kind": "crf",
+            "what": "linear-chain CRF tables (transitions, start, end) trained with the encoder "
+            "by tools/train_e5_heads.py --crf (tools/crf_torch.py), added by the Viterbi decode",
+            "crf_lr": hp.get("crf_lr"),
+            "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
+        }
+    }
+
+
+def rebuilt_dir(base: Path) -> Path | None:
+    """The tools/onnx_to_hf.py directory a training started from, following bases that were
+    themselves trained or souped from it (their training_info.json names their base)."""
+    for _ in range(8):
+        if (base / "source_bundle.json").is_file():
+            return base
+        if not (base / "training_info.json").is_file():
+            return None
+        up = training_base(base)
+        if up.resolve() == base.resolve():
+            return None
+        base = up
+    return None
+
+
 def source_bundle(base: Path) -> dict[str, Any]:
-    """The bundle.json of the shipped model a second stage started from ({} for a first stage)."""
-    src = base / "source_bundle.json"
-    return json.loads(src.read_text("utf-8")) if src.is_file() else {}
+    """The bundle.json of the shipped model a later stage started from ({} for a first stage)."""
+    rebuilt = rebuilt_dir(base)
+    if rebuilt is None:
+        return {}
+    return json.loads((rebuilt / "source_bundle.json").read_text("utf-8"))
 
 
 def training_base(checkpoint: Path) -> Path:
@@ -426,10 +473,10 @@ def training_base(checkpoint: Path) -> Path:
 
 def continued_from(base: Path) -> dict[str, Any]:
     """When training started from a shipped model rebuilt by tools/onnx_to_hf.py: which, and how."""
-    src = source_bundle(base)
-    if not src:
+    src, between = source_bundle(base), rebuilt_dir(base)
+    if not src or between is None:
         return {}
-    rebuilt = json.loads((base / "rebuild_info.json").read_text("utf-8"))
+    rebuilt = json.loads((between / "rebuild_info.json").read_text("utf-8"))
     model = Path(rebuilt["rebuilt_from"])
     commit = subprocess.run(
         ["git", "log", "-1", "--format=%H", "--", f"{model}/model.onnx.data"],
@@ -439,7 +486,8 @@ def continued_from(base: Path) -> dict[str, Any]:
         "continued_from": {
             "model": model.name,
             "commit": commit,
-            "rebuilt_dir": base.name,
+            "rebuilt_dir": between.name,
+            **({"via": base.name} if between.resolve() != base.resolve() else {}),
             "summary": src["summary"],
             "metrics": src["metrics"],
             "hparams": src.get("hparams", {}),

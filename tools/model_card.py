@@ -433,7 +433,15 @@ def write_e5_card(
             "",
         ]
         tr = bundle.get("transitions")
-        if tr:
+        if tr and tr.get("kind") == "crf":
+            lines += [
+                "Shipped decode: Viterbi plus the CRF tables (the `crf_*.npy` files: transitions, "
+                "start, end) trained with the encoder (`tools/train_e5_heads.py --crf`, "
+                "`tools/crf_torch.py`); the scores above are with them, except the argmax row.",
+                "",
+            ]
+            g = tr["guide"]
+        elif tr:
             grid = ", ".join(f"{w}: {f:.4f}" for w, f in tr["dev_f1_by_weight"].items())
             lines += [
                 "Shipped decode: Viterbi plus tag-bigram transition scores (the `crf_*.npy` "
