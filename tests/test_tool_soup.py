@@ -65,6 +65,9 @@ def test_members_of_other_shapes_or_tokenizers_are_refused(tmp_path: Path) -> No
     crf = tiny_member(tmp_path / "d", 4)
     np.save(crf / "crf_transitions.npy", np.zeros((7, 7)))
     assert "CRF tables" in soup.check_members([a, crf])
+    np.save(b / "crf_transitions.npy", np.ones((7, 7)))
+    (b / "tokenizer.json").write_bytes((a / "tokenizer.json").read_bytes())
+    assert soup.check_members([b, crf]) is None
 
 
 def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys) -> None:
@@ -118,3 +121,16 @@ def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) 
     record = json.loads((out / "training_info.json").read_text("utf-8"))["soup"]
     assert [i["dir"] for i in record["ingredients"]] == info["greedy"]["ingredients"]
     assert record["dev"] == info["greedy"]["dev"] and str(out) in record["command"]
+
+
+def test_crf_tables_are_averaged_with_the_weights(tmp_path: Path) -> None:
+    a, b = tiny_member(tmp_path / "a", 1), tiny_member(tmp_path / "b", 2)
+    for member, value in ((a, 0.0), (b, 2.0)):
+        for name in ("crf_transitions.npy", "crf_start_transitions.npy", "crf_end_transitions.npy"):
+            shape = (7, 7) if name == "crf_transitions.npy" else (7,)
+            np.save(member / name, np.full(shape, value, dtype=np.float32))
+    mean = soup.average([soup.load_member(a), soup.load_member(b)])
+    assert mean["crf::transitions"].shape == (7, 7)
+    for key in ("crf::transitions", "crf::start", "crf::end"):
+        assert torch.allclose(mean[key], torch.ones_like(mean[key]))
+    assert not any("crf" in k for k in soup.load_member(tiny_member(tmp_path / "c", 3)))

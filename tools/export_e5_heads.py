@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -249,6 +250,7 @@ def export(
     from ernie_deploy.errors import ErnieDeployError
 
     name, decode = NAMES[task], ("viterbi" if task == "ner" else None)
+    load_start = os.getloadavg()[0]  # the card says how busy the machine was while scoring
     work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -313,6 +315,7 @@ def export(
         "evaluation": evaluation,
         "shipped": chosen,
         "choice": choose,
+        "load_average": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         **({"table": table} if table else {}),
     }
     if chosen is None:
@@ -406,6 +409,7 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
             "onnxruntime": onnxruntime.__version__,
         },
         "size_mb": {"fp32": result["fp32_size_mb"], chosen: shipped["size_mb"]},
+        **({"load_average": result["load_average"]} if "load_average" in result else {}),
         "training": {k: info.get(k) for k in ("step", "epoch", "train_minutes")},
         **({"soup": info["soup"]} if info.get("soup") else {}),  # tools/soup_e5_heads.py
         **base_record(Path(hp.get("base") or ".")),

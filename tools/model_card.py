@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+
 DATA = {
     "ner": (
         "MSRA NER (SIGHAN 2006 bakeoff, Microsoft Research Asia) as carried by the registry "
@@ -210,22 +212,48 @@ def train_flags(hp: dict[str, Any]) -> str:
     flags = []
     base = str(hp.get("base") or "")
     if base and Path(base).name != "zh-en":
-        flags.append(f"--base .cache/e5/{Path(base).name}")
+        flags.append(f"--base {repo_path(Path(base))}")
     flags += [f"--layers {hp.get('layers')}", f"--epochs {hp.get('epochs')}"]
     if hp.get("freeze_embeddings"):
         flags.append("--freeze-embeddings")
     if hp.get("lr") not in (None, 1e-4):
         flags.append(f"--lr {hp.get('lr'):g}")
+    if hp.get("crf"):
+        flags.append("--crf")
+        if hp.get("crf_lr") not in (None, 1e-2):
+            flags.append(f"--crf-lr {hp.get('crf_lr'):g}")
+    if hp.get("seed") not in (None, 42):
+        flags.append(f"--seed {hp.get('seed')} --split-seed {hp.get('split_seed', hp.get('seed'))}")
     return " ".join(flags)
 
 
-def continued_lines(cont: dict[str, Any] | None, task: str, name: str) -> list[str]:
-    """Two-stage training: the first stage's model, rebuilt from its shipped int8 weights."""
+def repo_path(path: Path) -> str:
+    """A directory as the training command names it: relative to the repository root."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return f".cache/e5/{path.name}"
+
+
+def continued_lines(
+    cont: dict[str, Any] | None, task: str, name: str, base: dict[str, Any] | None = None
+) -> list[str]:
+    """Training in stages: the first stage's model, rebuilt from its shipped int8 weights; then
+    the run below, or (`base`: a soup of second-stage checkpoints) a soup and then the run below."""
     if not cont:
         return []
+    if base and base.get("soup"):
+        later = [
+            f"Stage 2 is a weight average of second-stage checkpoints, `{base['dir']}`:",
+            *soup_lines(base["soup"], task, then_export=False),
+            f"- Stage 3 is the run below, which starts from `{base['dir']}`.",
+        ]
+    else:
+        later = ["Stage 2 is the run below."]
     src_hp, src_train, check = cont["hparams"], cont["training"], cont["rebuild_check"]
+    stages = "Three" if base and base.get("soup") else "Two"
     return [
-        f"- Two stages. Stage 1: {layers_kept(src_hp.get('layers'))} fine-tuned for "
+        f"- {stages} stages. Stage 1: {layers_kept(src_hp.get('layers'))} fine-tuned for "
         f"{src_hp.get('epochs')} epochs (AdamW lr {src_hp.get('lr')}, "
         f"{src_train.get('train_minutes')} minutes; shipped as `{name}` at commit "
         f"{cont['commit'][:7]}: {cont['summary']}). Its fp32 checkpoint stayed on the machine "
@@ -234,7 +262,8 @@ def continued_lines(cont: dict[str, Any] | None, task: str, name: str) -> list[s
         f".cache/e5/{cont['rebuilt_dir']}` (at that commit) dequantizes them into a "
         "transformers directory (its logits agree with stage 1's fp32 checkpoint on the probe "
         f"batch: argmax {check['argmax_agreement_vs_fp32_checkpoint']:.2%}, max abs diff "
-        f"{check['max_abs_diff_vs_fp32_checkpoint']:.3g}). Stage 2 is the run below.",
+        f"{check['max_abs_diff_vs_fp32_checkpoint']:.3g}). " + later[0],
+        *later[1:],
     ]
 
 
@@ -257,6 +286,21 @@ CHOICE = {  # tools/export_e5_heads.py --choose
     "least-loss": "the candidate below that lost least against fp32 among those within 0.5 point "
     "and 40 MB (`--choose least-loss`: accuracy before speed)",
 }
+
+
+def timing_note(bundle: dict[str, Any]) -> str:
+    """What the scoring seconds were measured on: the export's recorded load, if it has one."""
+    load = bundle.get("load_average")
+    if not load:
+        return TIMING_NOTE
+    return (
+        "Seconds: the whole scoring run through the predictor (its default batch and threads) on "
+        f"the 2-core machine, whose 1-minute load average was {load['start']:.1f} when the export "
+        f"started and {load['end']:.1f} when it ended (above 2, other work shared the cores): for "
+        "comparing the rows only."
+    )
+
+
 TIMING_NOTE = (
     "Seconds: the whole scoring run through the predictor (its default batch and threads), taken while "
     "another training ran at nice 19 on the same 2 cores: a busy machine, for comparing the rows "
@@ -284,11 +328,13 @@ def run_lines(hp: dict[str, Any], train: dict[str, Any], task: str, workdir: str
     ]
 
 
-def soup_lines(soup: dict[str, Any], task: str) -> list[str]:
+def soup_lines(soup: dict[str, Any], task: str, then_export: bool = True) -> list[str]:
     """A greedy soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how."""
-    rows = []
+    rows, runs = [], {}
     for ing in soup["ingredients"]:
         hp = ing.get("hparams", {})
+        if ing.get("workdir"):
+            runs.setdefault(ing["workdir"], hp)
         where = (
             f"the shipped `{ing['rebuilt_from']}` rebuilt by tools/onnx_to_hf.py"
             if ing.get("rebuilt_from")
@@ -302,8 +348,8 @@ def soup_lines(soup: dict[str, Any], task: str) -> list[str]:
             f"a 2-core CPU), dev {_pct(ing['dev'])}"
         )
     return [
-        '- A weight average ("model soup") of fine-tuning runs that all started from the same '
-        "imported encoder, with the same recipe but for the seed and the number of epochs. "
+        '- A weight average ("model soup") of fine-tuned checkpoints that all started from the '
+        "same weights, with the same recipe but for the seed and the number of epochs. "
         f"Rule: {soup['rule']}; the soup scores {_pct(soup['dev'])} on the 1,000-example dev "
         f"split of the training data (uniform average of all candidates: "
         f"{_pct(soup['uniform_dev'])}), and the held-out / test split took no part in the choice. "
@@ -315,9 +361,17 @@ def soup_lines(soup: dict[str, Any], task: str) -> list[str]:
             for m, d in soup["members_dev"].items()
         )
         + ".",
-        f"- Commands: each run is `python tools/train_e5_heads.py {task} --workdir "
-        ".cache/train/<run> --layers N --epochs E --seed S --split-seed 42`, then "
-        f"`{soup['command']}`, then `python tools/export_e5_heads.py {task} --checkpoint <soup>`.",
+        "- Commands: "
+        + ", ".join(
+            f"`python tools/train_e5_heads.py {task} --workdir .cache/train/{wd} {train_flags(hp)}`"
+            for wd, hp in runs.items()
+        )
+        + f", then `{soup['command']}`"
+        + (
+            f", then `python tools/export_e5_heads.py {task} --checkpoint <soup>`."
+            if then_export
+            else "."
+        ),
     ]
 
 
@@ -362,7 +416,7 @@ def write_e5_card(
         "",
         "## Training",
         "",
-        *continued_lines(bundle.get("continued_from"), task, name),
+        *continued_lines(bundle.get("continued_from"), task, name, bundle.get("base_training")),
         *(
             soup_lines(bundle["soup"], task)
             if bundle.get("soup")
@@ -422,7 +476,7 @@ def write_e5_card(
             "",
             *rows,
             "",
-            TIMING_NOTE,
+            timing_note(bundle),
             "",
             "Per type (shipped): "
             + ", ".join(
@@ -474,7 +528,7 @@ def write_e5_card(
             "",
             *rows,
             "",
-            TIMING_NOTE,
+            timing_note(bundle),
             "",
         ]
     lines += _curve(task, history)

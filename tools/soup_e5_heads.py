@@ -28,8 +28,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
+
+
+CRF_FILE = "crf_transitions.npy"  # tools/crf_torch.py: a --crf run's tables, averaged too
+CRF_KEY = "crf::"
+
+
+def load_member(member: Path) -> dict:
+    """The member's weights, and its CRF tables under CRF_KEY names when it has them."""
+    import torch
+    from crf_torch import load_tables
+    from safetensors.torch import load_file
+
+    state = load_file(str(member / "model.safetensors"))
+    tables = load_tables(member)
+    if tables is not None:
+        for key, values in zip(("transitions", "start", "end"), tables):
+            state[CRF_KEY + key] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+    return state
 
 
 def check_members(members: list[Path]) -> str | None:
@@ -38,11 +58,6 @@ def check_members(members: list[Path]) -> str | None:
     for m in members:
         if not (m / "config.json").is_file() or not (m / "model.safetensors").is_file():
             return f"{m} holds no config.json + model.safetensors: pass best/, final/ or an onnx_to_hf.py output."
-        if (m / "crf_transitions.npy").is_file():
-            return (
-                f"{m} holds CRF tables (train_e5_heads.py --crf), which a soup would drop: "
-                "soup only members without them."
-            )
         cfg = json.loads((m / "config.json").read_text("utf-8"))
         shape = (
             (cfg.get("architectures") or [""])[0],
@@ -50,13 +65,14 @@ def check_members(members: list[Path]) -> str | None:
             cfg.get("vocab_size"),
             cfg.get("num_labels", len(cfg.get("id2label", {}))),
             (m / "tokenizer.json").read_bytes() if (m / "tokenizer.json").is_file() else b"",
+            (m / CRF_FILE).is_file(),
         )
         if first is None:
             first = (m, shape)
         elif shape != first[1]:
             return (
-                f"{m} differs from {first[0]} in architecture, depth, vocabulary, labels or "
-                "tokenizer: soup only members of one shape."
+                f"{m} differs from {first[0]} in architecture, depth, vocabulary, labels, "
+                "tokenizer or CRF tables (train_e5_heads.py --crf): soup only members of one shape."
             )
     return None
 
@@ -137,7 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     import torch
-    from safetensors.torch import load_file
 
     torch.set_num_threads(a.threads)
     from e5_trainer import TOKENIZER_FILES, E5Trainer
@@ -148,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory()  # a workdir for the trainer's objects; thrown away
     targs = train_args(
         [a.task, "--workdir", scratch.name, "--base", str(a.members[0]), "--layers", "0"]
+        + (["--crf"] if (a.members[0] / CRF_FILE).is_file() else [])
     )
     if a.data:
         with open(a.data, "rb") as f:
@@ -157,8 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     trainer = E5Trainer(targs, data)
     other = "test" if a.task == "ner" else "heldout"
 
+    def load(state: dict) -> None:
+        trainer.model.load_state_dict({k: v for k, v in state.items() if CRF_KEY not in k})
+        if trainer.crf is not None:
+            with torch.no_grad():
+                for key in ("transitions", "start", "end"):
+                    getattr(trainer.crf, key).copy_(state[CRF_KEY + key])
+
     def scores(state: dict, splits: tuple[str, ...]) -> dict[str, Any]:
-        trainer.model.load_state_dict(state)
+        load(state)
         out = {}
         for split in splits:
             r = trainer.evaluate(split)
@@ -166,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     splits = ("dev", other) if a.report else ("dev",)
-    states = [load_file(str(m / "model.safetensors")) for m in a.members]
+    states = [load_member(m) for m in a.members]
     members = []
     for m, s in zip(a.members, states):
         members.append({"member": str(m), **scores(s, splits)})
@@ -188,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(greedy), flush=True)
 
-    trainer.model.load_state_dict(greedy_state)
+    load(greedy_state)
     tmp = a.out.with_name(a.out.name + ".tmp")
     trainer.model.save_pretrained(str(tmp))
+    if trainer.crf is not None:
+        from crf_torch import save_tables
+
+        save_tables(trainer.crf.tables(), tmp)
     for name in TOKENIZER_FILES:
         if (a.members[0] / name).is_file():
             shutil.copy2(a.members[0] / name, tmp / name)
