@@ -9,7 +9,9 @@
    as `export_check.npz` so `make test` can repeat the check without PyTorch.
    NER first drops the 9,414 pieces its Han-isolating tokenizer can never emit from the
    word-embedding table (`prune_e5_vocab.drop_han_joined`: 0 tokenization differences on the
-   held-out and stress texts, identical PyTorch logits, or the tool stops);
+   held-out and stress texts, identical PyTorch logits, or the tool stops). A head trained with
+   `--crf` keeps its CRF tables (`crf_*.npy`) beside the weights; convert hf and the
+   quantizers carry them, so every score below decodes with them;
 2. the fp32 model is scored through ernie-deploy's own predictor (tools/evaluate_default_models.py:
    all 5,000 MSRA test sentences with the shipped decode, or the 2,000-review held-out split);
 3. dynamic int8 candidates (`ernie_deploy.convert.quantize`, every op type ORT's dynamic mode
