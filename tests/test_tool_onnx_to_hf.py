@@ -30,9 +30,10 @@ def test_rebuild_matches_the_fp32_checkpoint_logits(tmp_path: Path) -> None:
     info = onnx_to_hf.rebuild(NER, out)
     check = info["check"]
     # 8 probe texts, ~600 tagged pieces: int8 weights alone move the logits a little (0.24
-    # measured); a mapping error moves them by whole units and the tags with them
+    # measured on the stage-1 head, 0.55 on the CRF soup shipped since; logits within +-6.2);
+    # a mapping error moves them by whole units and the tags with them
     assert check["argmax_agreement_vs_fp32_checkpoint"] >= 0.99, check
-    assert check["max_abs_diff_vs_fp32_checkpoint"] < 0.5, check
+    assert check["max_abs_diff_vs_fp32_checkpoint"] < 1.0, check
     assert info["weights"] > 100
     files = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "source_bundle.json"} <= files

@@ -269,7 +269,7 @@ def export(
     report = convert_hf(source, fp32, task=TASKS[task], max_seq_length=128)
     print("\n".join(report.lines()), flush=True)
     set_decode(fp32, decode)
-    for extra in ("training_info.json", "import_info.json"):  # in bundle.json instead
+    for extra in ("training_info.json", "import_info.json", "soup_info.json"):  # in bundle.json
         (fp32 / extra).unlink(missing_ok=True)
     features = probe_batch(fp32)
     ref = torch_logits(source, features, task)

@@ -246,7 +246,7 @@ def continued_lines(
         later = [
             f"Stage 2 is a weight average of second-stage checkpoints, `{base['dir']}`:",
             *soup_lines(base["soup"], task, then_export=False),
-            f"- Stage 3 is the run below, which starts from `{base['dir']}`.",
+            f"- Stage 3, below, starts from `{base['dir']}`.",
         ]
     else:
         later = ["Stage 2 is the run below."]
