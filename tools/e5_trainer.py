@@ -62,9 +62,14 @@ class E5Trainer:
             self.model.roberta.embeddings.word_embeddings.weight.requires_grad_(False)
         self.crf = None
         if self.ner and getattr(args, "crf", False):  # tools/crf_torch.py
-            from crf_torch import make_crf
+            from crf_torch import load_tables, make_crf
 
             self.crf = make_crf(torch, self.labels)
+            base_tables = load_tables(Path(args.base))  # a --crf run's best/ as the base
+            if base_tables is not None:
+                with torch.no_grad():
+                    for param, values in zip(self.crf.parameters(), base_tables):
+                        param.copy_(torch.from_numpy(np.asarray(values, dtype=np.float32)))
         self.pad = self.model.config.pad_token_id
         self.train_set = data["train"]["examples"][: args.limit_train or None]
         self.lengths = np.array([len(e[0]) for e in self.train_set])
