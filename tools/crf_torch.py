@@ -25,14 +25,10 @@ FORBIDDEN = -1e4  # finite in float32, far below any path score
 
 
 def allowed_steps(labels: tuple[str, ...]) -> np.ndarray:
-    """bool [from, to]: I-X may follow only B-X or I-X."""
-    n = len(labels)
-    ok = np.ones((n, n), dtype=bool)
-    for j, lab in enumerate(labels):
-        if lab.startswith("I-"):
-            for i, prev in enumerate(labels):
-                ok[i, j] = prev in (f"B-{lab[2:]}", lab)
-    return ok
+    """bool [from, to]: I-X may follow only B-X or I-X (the training scripts' BIO penalties)."""
+    from train_default_models import transitions
+
+    return transitions(labels)[0] == 0
 
 
 def make_crf(torch: Any, labels: tuple[str, ...]) -> Any:

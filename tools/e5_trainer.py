@@ -167,9 +167,8 @@ class E5Trainer:
         if not self.ner:
             return []
         lg = self.logits([(ids, None) for *_, ids in self.data["demo"]])
-        out = []
+        out, tables = [], None if self.crf is None else self.crf.tables()
         for (text, firsts, starts, ends, _), x in zip(self.data["demo"], lg):
-            tables = None if self.crf is None else self.crf.tables()
             spans = hd.decode(x[1:-1], firsts, starts, ends, "viterbi", tables)
             out.append([f"{text[s:e]}:{typ}" for s, e, typ in sorted(spans)])
         return out
