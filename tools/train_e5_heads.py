@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import sys
 import time
 from pathlib import Path
+from typing import Any, NoReturn
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
@@ -55,8 +57,36 @@ TRAJECTORY_KEYS = (
 ADDED_KEYS = {"crf": False, "crf_lr": 1e-2}
 
 
+def _number(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
+    """An argparse type: a number of `kind` above `low` (or at it, with low_ok), below `high`."""
+
+    def check(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        inside = value is not None and math.isfinite(value)
+        inside = inside and (value >= low if low_ok else value > low)
+        if not inside or (high is not None and value >= high):
+            where = f"{'at least' if low_ok else 'above'} {low:g}" + (
+                f" and below {high:g}" if high is not None else ""
+            )
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun} {where}")
+        return value
+
+    return check
+
+
+class _Parser(argparse.ArgumentParser):
+    """One sentence on a bad flag (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}: fix it and run the same command again.\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("task", choices=("ner", "sentiment"))
@@ -69,38 +99,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the pruned XLM-R directory from tools/import_e5.py",
     )
     p.add_argument(
-        "--threads", type=int, default=2, help="intra-op threads; not part of the trajectory"
+        "--threads",
+        type=_number(int, 1, low_ok=True),
+        default=2,
+        help="intra-op threads; not part of the trajectory",
     )
     p.add_argument(
-        "--layers", type=int, default=6, help="keep the first N encoder layers (0 = all)"
+        "--layers",
+        type=_number(int, 0, low_ok=True),
+        default=6,
+        help="keep the first N encoder layers (0 = all)",
     )
     p.add_argument(
         "--freeze-embeddings", action="store_true", help="do not train the word-embedding table"
     )
     p.add_argument(
         "--epochs",
-        type=int,
+        type=_number(int, 1, low_ok=True),
         help="planned epochs (sets the LR schedule); default ner 3, sentiment 3",
     )
     p.add_argument(
         "--minutes",
-        type=float,
+        type=_number(float, 0, low_ok=True),
         default=0,
         help="stop with a checkpoint after this many minutes; 0 = none",
     )
     p.add_argument(
         "--max-steps",
-        type=int,
+        type=_number(int, 0, low_ok=True),
         default=0,
         help="stop with a checkpoint at this global step; 0 = none",
     )
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=_number(float, 0, 1, low_ok=True), default=0.1)
+    p.add_argument("--lr", type=_number(float, 0), default=1e-4)
+    p.add_argument("--weight-decay", type=_number(float, 0, low_ok=True), default=0.01)
     p.add_argument(
-        "--warmup", type=float, default=0.06, help="warmup fraction of the planned steps"
+        "--warmup",
+        type=_number(float, 0, 1, low_ok=True),
+        default=0.06,
+        help="warmup fraction of the planned steps",
     )
-    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--clip", type=_number(float, 0), default=1.0)
     p.add_argument(
         "--crf",
         action="store_true",
@@ -108,10 +147,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "final/ then hold its transition files, which convert hf and the decoder use",
     )
     p.add_argument(
-        "--crf-lr", type=float, default=1e-2, help="learning rate of the CRF tables (start at 0)"
+        "--crf-lr",
+        type=_number(float, 0),
+        default=1e-2,
+        help="learning rate of the CRF tables (start at 0)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-len", type=int, default=128, help="pieces incl. <s>/</s>")
+    p.add_argument("--batch-size", type=_number(int, 1, low_ok=True), default=32)
+    p.add_argument(
+        "--max-len", type=_number(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--split-seed",
@@ -120,16 +164,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "shipped models' splits while --seed varies the run",
     )
     p.add_argument(
-        "--dev-size", type=int, default=1000, help="held out of TRAIN for choosing best/"
+        "--dev-size",
+        type=_number(int, 0, low_ok=True),
+        default=1000,
+        help="held out of TRAIN for choosing best/",
     )
     p.add_argument(
-        "--heldout-size", type=int, default=2000, help="sentiment: the fixed held-out split"
+        "--heldout-size",
+        type=_number(int, 1, low_ok=True),
+        default=2000,
+        help="sentiment: the fixed held-out split",
     )
-    p.add_argument("--checkpoint-minutes", type=float, default=5)
+    p.add_argument("--checkpoint-minutes", type=_number(float, 0), default=5)
     p.add_argument(
-        "--eval-minutes", type=float, default=20, help="dev evaluation between epoch ends; 0 = off"
+        "--eval-minutes",
+        type=_number(float, 0, low_ok=True),
+        default=20,
+        help="dev evaluation between epoch ends; 0 = off",
     )
-    p.add_argument("--log-seconds", type=float, default=60)
+    p.add_argument("--log-seconds", type=_number(float, 0), default=60)
     p.add_argument("--limit-train", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--limit-eval", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument(
