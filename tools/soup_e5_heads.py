@@ -105,6 +105,25 @@ def provenance(member: Path) -> dict[str, Any]:
     }
 
 
+def make_trainer(task: str, first: Path, data_file: Path | None, scratch: Path) -> Any:
+    """train_e5_heads.py's trainer over `first` (its model, data and scoring), with `scratch` as
+    its workdir; the data from a training workdir's data.pkl, or prepared into `scratch`."""
+    from e5_trainer import E5Trainer
+    from train_e5_heads import load_data
+    from train_e5_heads import parse_args as train_args
+
+    targs = train_args(
+        [task, "--workdir", str(scratch), "--base", str(first), "--layers", "0"]
+        + (["--crf"] if (first / CRF_FILE).is_file() else [])
+    )
+    if data_file:
+        with open(data_file, "rb") as f:
+            data = pickle.load(f)
+    else:  # the trainer's own preparation, cached in the scratch workdir only
+        data = load_data(targs, scratch)
+    return E5Trainer(targs, data)
+
+
 def average(states: list[dict]) -> dict:
     out = {}
     for k, v in states[0].items():
@@ -155,22 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(a.threads)
-    from e5_trainer import TOKENIZER_FILES, E5Trainer
-    from train_e5_heads import load_data
-    from train_e5_heads import parse_args as train_args
+    from e5_trainer import TOKENIZER_FILES
 
     t0 = time.time()
     scratch = tempfile.TemporaryDirectory()  # a workdir for the trainer's objects; thrown away
-    targs = train_args(
-        [a.task, "--workdir", scratch.name, "--base", str(a.members[0]), "--layers", "0"]
-        + (["--crf"] if (a.members[0] / CRF_FILE).is_file() else [])
-    )
-    if a.data:
-        with open(a.data, "rb") as f:
-            data = pickle.load(f)
-    else:  # the trainer's own preparation, cached in the scratch workdir only
-        data = load_data(targs, Path(scratch.name))
-    trainer = E5Trainer(targs, data)
+    trainer = make_trainer(a.task, a.members[0], a.data, Path(scratch.name))
     other = "test" if a.task == "ner" else "heldout"
 
     def load(state: dict) -> None:

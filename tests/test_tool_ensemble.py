@@ -1,0 +1,86 @@
+"""tools/ensemble_e5_heads.py: the ensemble ceiling quoted for sentiment, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import ensemble_e5_heads as ens  # noqa: E402
+
+from tests.test_tool_soup import tiny_member  # noqa: E402
+
+
+def test_report_averages_probabilities_and_finds_texts_all_miss() -> None:
+    labels = np.array([0, 1, 1, 0])
+    sure_wrong = np.array([[0.0, 9.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # right on 1
+    unsure_right = np.array([[0.4, 0.0], [0.0, 0.4], [0.0, 0.4], [0.0, 1.0]])  # right on 0-2
+    r = ens.report({"a": sure_wrong, "b": unsure_right}, labels)
+    assert r["members"] == {"a": 0.25, "b": 0.75}
+    # text 0: a's confident wrong vote outweighs b's weak right one; text 2: b's weak vote
+    # loses to a's stronger one; text 1 both right; text 3 both wrong
+    assert r["ensemble"] == 0.25
+    assert r["wrong_by_all"] == [3]
+    # probabilities, not logits, are averaged: two fairly sure votes beat one very sure one
+    # (the mean of the logits, [1.33, 3.33], would say 1)
+    votes = {"x": np.array([[0.0, 10.0]]), "y": np.array([[2.0, 0.0]]), "z": np.array([[2.0, 0.0]])}
+    assert ens.report(votes, np.array([0]))["ensemble"] == 1.0
+
+
+def tiny_data(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    examples = [
+        (np.concatenate(([0], rng.integers(5, 40, size=n), [2])).astype(np.int32), int(n % 2))
+        for n in rng.integers(3, 12, size=24)
+    ]
+    data = {
+        name: {"examples": examples[k : k + 8], "texts": [f"{name} {i}" for i in range(8)]}
+        for name, k in (("train", 0), ("dev", 8), ("heldout", 16))
+    }
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def test_cli_writes_the_texts_every_member_misses(tmp_path: Path, capsys) -> None:
+    members = [str(tiny_member(tmp_path / f"m{i}", i)) for i in range(3)]
+    data = tiny_data(tmp_path / "data.pkl")
+    wrong = tmp_path / "wrong.jsonl"
+    args = ["--members", *members, "--data", str(data), "--threads", "1"]
+    assert ens.main([*args, "--wrong-out", str(wrong)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    held = next(x for x in lines if x.get("split") == "heldout")
+    assert set(held["members"]) == set(members) and 0 <= held["ensemble"] <= 1
+    rows = [json.loads(x) for x in wrong.read_text("utf-8").splitlines()]
+    assert len(rows) == held["wrong_by_all"]
+    for row in rows:
+        assert row["text"] == f"heldout {row['index']}" and row["label"] in (0, 1)
+    assert not wrong.with_name("wrong.jsonl.tmp").exists()
+    # an existing --wrong-out is refused and kept
+    wrong.write_text("mine", "utf-8")
+    assert ens.main([*args, "--wrong-out", str(wrong)]) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass a new --wrong-out" in err and err.count("\n") == 1
+    assert wrong.read_text("utf-8") == "mine"
+
+
+def test_cli_refuses_ner_heads_one_member_and_missing_data(tmp_path: Path, capsys) -> None:
+    a, b = tiny_member(tmp_path / "a", 1), tiny_member(tmp_path / "b", 2)
+    data = tiny_data(tmp_path / "data.pkl")
+    assert ens.main(["--members", str(a), "--data", str(data)]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert ens.main(["--members", str(a), str(b), "--data", str(tmp_path / "no.pkl")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    for m in (a, b):
+        np.save(m / "crf_transitions.npy", np.zeros((7, 7)))
+    assert ens.main(["--members", str(a), str(b), "--data", str(data)]) == 2
+    assert "NER heads" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""How far can this data take a sentiment head? Score several fine-tuned heads and their
+prediction ensemble on the dev and held-out splits, and count the texts every head gets wrong.
+
+    python tools/ensemble_e5_heads.py --data .cache/train/e5-sent-11-s43/data.pkl \
+        --members .cache/e5/sentiment-zh-e5-v1 .cache/train/e5-sent-11-s4{3,4}/{best,final} ... \
+        --wrong-out .cache/ana/wrong-by-all.jsonl
+
+An analysis tool, not a way to ship: the ensemble (mean of the members' softmax) would cost one
+forward pass per member. Its score is a practical ceiling for a single head trained on this
+data with this recipe, and the texts that no member gets right (written to --wrong-out, text and
+label, for reading) show how much of the error is the labels'. Members: train_e5_heads.py's
+best/ or final/, a soup, or onnx_to_hf.py's rebuild of a shipped head, all of one shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+
+from soup_e5_heads import check_members, load_member, make_trainer  # noqa: E402
+
+SPLITS = ("dev", "heldout")
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def report(logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Accuracy of each member's logits [n, C], of the mean of their softmax, and the indices
+    of the texts that every member gets wrong."""
+    right = {m: x.argmax(-1) == labels for m, x in logits.items()}
+    mean = np.mean([softmax(x) for x in logits.values()], axis=0)
+    wrong_by_all = ~np.any(np.stack(list(right.values())), axis=0)
+    return {
+        "n": int(len(labels)),
+        "members": {m: round(float(r.mean()), 4) for m, r in right.items()},
+        "ensemble": round(float((mean.argmax(-1) == labels).mean()), 4),
+        "wrong_by_all": np.flatnonzero(wrong_by_all).tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--members", type=Path, nargs="+", required=True)
+    p.add_argument(
+        "--data", type=Path, required=True, help="a sentiment training workdir's data.pkl"
+    )
+    p.add_argument("--wrong-out", type=Path, help="a new JSONL file: held-out texts all miss")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if len(a.members) < 2:
+        print("ensemble_e5_heads: pass at least two --members.", file=sys.stderr)
+        return 2
+    why = check_members(a.members)
+    if why:
+        print(f"ensemble_e5_heads: {why}", file=sys.stderr)
+        return 2
+    if any((m / "crf_transitions.npy").is_file() for m in a.members):
+        print("ensemble_e5_heads: these are NER heads: pass sentiment heads.", file=sys.stderr)
+        return 2
+    if not a.data.is_file():
+        print(
+            f"ensemble_e5_heads: --data {a.data} is not a file: pass a sentiment training "
+            "workdir's data.pkl.",
+            file=sys.stderr,
+        )
+        return 2
+    if a.wrong_out and a.wrong_out.exists():
+        print(f"ensemble_e5_heads: {a.wrong_out} exists: pass a new --wrong-out.", file=sys.stderr)
+        return 2
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = make_trainer("sentiment", a.members[0], a.data, Path(scratch))
+        if trainer.ner or not all(s in trainer.data for s in SPLITS):
+            print(
+                f"ensemble_e5_heads: {a.data} holds no sentiment splits: pass a sentiment "
+                "training workdir's data.pkl.",
+                file=sys.stderr,
+            )
+            return 2
+        logits: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
+        for m in a.members:
+            trainer.model.load_state_dict(load_member(m))
+            for s in SPLITS:
+                logits[s][str(m)] = np.stack(trainer.logits(trainer.data[s]["examples"]))
+            print(json.dumps({"member": str(m), "logits": "done"}), flush=True)
+    out = {}
+    for s in SPLITS:
+        labels = np.array([e[1] for e in trainer.data[s]["examples"]])
+        out[s] = report(logits[s], labels)
+        summary = {k: v for k, v in out[s].items() if k != "wrong_by_all"}
+        print(json.dumps({"split": s, **summary, "wrong_by_all": len(out[s]["wrong_by_all"])}))
+    if a.wrong_out:
+        texts, examples = trainer.data["heldout"]["texts"], trainer.data["heldout"]["examples"]
+        tmp = a.wrong_out.with_name(a.wrong_out.name + ".tmp")
+        a.wrong_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for i in out["heldout"]["wrong_by_all"]:
+                record = {"index": i, "label": int(examples[i][1]), "text": texts[i]}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, a.wrong_out)
+        print(f"wrote {a.wrong_out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
