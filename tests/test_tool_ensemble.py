@@ -84,3 +84,63 @@ def test_cli_refuses_ner_heads_one_member_and_missing_data(tmp_path: Path, capsy
         np.save(m / "crf_transitions.npy", np.zeros((7, 7)))
     assert ens.main(["--members", str(a), str(b), "--data", str(data)]) == 2
     assert "NER heads" in capsys.readouterr().err
+
+
+def test_doubtful_flags_labels_the_ensemble_calls_the_other_way() -> None:
+    labels = np.array([0, 1, 1])
+    a = np.array([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0]])  # p(label): 0.95, 0.05, 0.95
+    b = np.array([[3.0, 0.0], [0.0, 0.0], [3.0, 0.0]])  # p(label): 0.95, 0.50, 0.05
+    assert ens.doubtful({"a": a}, labels, 0.1) == [1]
+    assert ens.doubtful({"a": a, "b": b}, labels, 0.1) == []  # means 0.95, 0.27, 0.50
+    assert ens.doubtful({"a": a, "b": b}, labels, 0.3) == [1]
+
+
+def test_flag_train_writes_a_list_train_e5_heads_leaves_out(tmp_path: Path, capsys) -> None:
+    import train_e5_heads
+    from safetensors.torch import load_file, save_file
+
+    members = []
+    for i in range(2):  # heads that always say "positive": every negative label is doubtful
+        m = tiny_member(tmp_path / f"m{i}", i)
+        state = load_file(str(m / "model.safetensors"))
+        state["classifier.out_proj.bias"] = torch.tensor([-9.0, 9.0])
+        save_file(state, str(m / "model.safetensors"))
+        members.append(str(m))
+    data = tiny_data(tmp_path / "data.pkl")
+    loaded = pickle.loads(data.read_bytes())
+    flagged = tmp_path / "flagged.jsonl"
+    args = ["--members", *members, "--data", str(data), "--threads", "1"]
+    assert ens.main([*args, "--flag-train", str(flagged)]) == 0
+    rows = [json.loads(x) for x in flagged.read_text("utf-8").splitlines()]
+    negatives = [i for i, e in enumerate(loaded["train"]["examples"]) if e[1] == 0]
+    assert negatives and [r["index"] for r in rows] == negatives
+    assert [r["text"] for r in rows] == [f"train {i}" for i in negatives]
+    kept, why = train_e5_heads.exclude_train(loaded, flagged)
+    assert why is None and kept["facts"]["excluded_train_texts"] == len(rows)
+    assert kept["train"]["texts"] == [
+        t for t in loaded["train"]["texts"] if t not in {r["text"] for r in rows}
+    ]
+    assert kept["dev"] is loaded["dev"] and kept["heldout"] is loaded["heldout"]
+    assert ens.main([*args, "--flag-train", str(flagged)]) == 2  # never replaced
+    assert "exists: pass a new --flag-train" in capsys.readouterr().err
+    assert ens.main([*args, "--flag-train", str(tmp_path / "x.jsonl"), "--flag-below", "0.7"]) == 2
+
+
+def test_exclude_train_refuses_lists_from_another_split_and_bad_files(tmp_path: Path) -> None:
+    import train_e5_heads
+
+    data = pickle.loads(tiny_data(tmp_path / "data.pkl").read_bytes())
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"text": "heldout 3"}\n{"text": "train 1"}\n', "utf-8")
+    same, why = train_e5_heads.exclude_train(data, other)
+    assert same is data and "1 of its 2 texts are not in this run's training split" in why
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("train 1\n", "utf-8")
+    assert "not a JSONL file" in train_e5_heads.exclude_train(data, bad)[1]
+    assert (
+        train_e5_heads.main(
+            ["ner", "--workdir", str(tmp_path / "w"), "--exclude-train", str(other)]
+        )
+        == 2
+    )
+    assert not (tmp_path / "w").exists()

@@ -11,6 +11,11 @@ forward pass per member. Its score is a practical ceiling for a single head trai
 data with this recipe, and the texts that no member gets right (written to --wrong-out, text and
 label, for reading) show how much of the error is the labels'. Members: train_e5_heads.py's
 best/ or final/, a soup, or onnx_to_hf.py's rebuild of a shipped head, all of one shape.
+
+--flag-train FILE also scores the training split and writes the training texts whose label the
+ensemble gives a probability under --flag-below (default 0.1), although every member was
+trained on that label: the likely mislabelled ones, which train_e5_heads.py --exclude-train
+FILE leaves out of a new run. Dev and held-out keep every text and label.
 """
 
 from __future__ import annotations
@@ -52,6 +57,24 @@ def report(logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
     }
 
 
+def doubtful(logits: dict[str, np.ndarray], labels: np.ndarray, below: float) -> list[int]:
+    """Indices whose label gets an ensemble probability (mean of the members' softmax) under
+    `below`: texts the heads, which were trained on these very labels, still call the other way."""
+    mean = np.mean([softmax(x) for x in logits.values()], axis=0)
+    return np.flatnonzero(mean[np.arange(len(labels)), labels] < below).tolist()
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """A new file, written whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    print(f"wrote {path} ({len(rows)} texts)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=Path, nargs="+", required=True)
@@ -59,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, required=True, help="a sentiment training workdir's data.pkl"
     )
     p.add_argument("--wrong-out", type=Path, help="a new JSONL file: held-out texts all miss")
+    p.add_argument(
+        "--flag-train",
+        type=Path,
+        help="a new JSONL file: training texts whose label the ensemble gives a probability "
+        "under --flag-below (for train_e5_heads.py --exclude-train)",
+    )
+    p.add_argument("--flag-below", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     if len(a.members) < 2:
@@ -78,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if a.wrong_out and a.wrong_out.exists():
-        print(f"ensemble_e5_heads: {a.wrong_out} exists: pass a new --wrong-out.", file=sys.stderr)
+    for flag, path in (("--wrong-out", a.wrong_out), ("--flag-train", a.flag_train)):
+        if path is not None and path.exists():
+            print(f"ensemble_e5_heads: {path} exists: pass a new {flag}.", file=sys.stderr)
+            return 2
+    if not 0 < a.flag_below < 0.5:
+        print("ensemble_e5_heads: --flag-below must lie between 0 and 0.5.", file=sys.stderr)
         return 2
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     import torch
@@ -94,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        logits: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
+        splits = SPLITS + (("train",) if a.flag_train else ())
+        logits: dict[str, dict[str, np.ndarray]] = {s: {} for s in splits}
         for m in a.members:
             trainer.model.load_state_dict(load_member(m))
-            for s in SPLITS:
+            for s in splits:
                 logits[s][str(m)] = np.stack(trainer.logits(trainer.data[s]["examples"]))
             print(json.dumps({"member": str(m), "logits": "done"}), flush=True)
     out = {}
@@ -106,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         out[s] = report(logits[s], labels)
         summary = {k: v for k, v in out[s].items() if k != "wrong_by_all"}
         print(json.dumps({"split": s, **summary, "wrong_by_all": len(out[s]["wrong_by_all"])}))
+
+    def rows(split: str, indices: list[int]) -> list[dict[str, Any]]:
+        texts, examples = trainer.data[split]["texts"], trainer.data[split]["examples"]
+        return [{"index": i, "label": int(examples[i][1]), "text": texts[i]} for i in indices]
+
     if a.wrong_out:
-        texts, examples = trainer.data["heldout"]["texts"], trainer.data["heldout"]["examples"]
-        tmp = a.wrong_out.with_name(a.wrong_out.name + ".tmp")
-        a.wrong_out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            for i in out["heldout"]["wrong_by_all"]:
-                record = {"index": i, "label": int(examples[i][1]), "text": texts[i]}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, a.wrong_out)
-        print(f"wrote {a.wrong_out}", flush=True)
+        write_jsonl(a.wrong_out, rows("heldout", out["heldout"]["wrong_by_all"]))
+    if a.flag_train:
+        labels = np.array([e[1] for e in trainer.data["train"]["examples"]])
+        write_jsonl(a.flag_train, rows("train", doubtful(logits["train"], labels, a.flag_below)))
     return 0
 
 

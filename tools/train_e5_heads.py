@@ -17,6 +17,7 @@ the tokenizer files): ``ernie-deploy convert hf <workdir>/best OUT`` takes it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -52,9 +53,10 @@ TRAJECTORY_KEYS = (
     "limit_train",
     "crf",
     "crf_lr",
+    "exclude_train_sha256",
 )
 # Keys added after runs were started, with the value those runs had.
-ADDED_KEYS = {"crf": False, "crf_lr": 1e-2}
+ADDED_KEYS = {"crf": False, "crf_lr": 1e-2, "exclude_train_sha256": None}
 
 
 def _number(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
@@ -152,6 +154,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1e-2,
         help="learning rate of the CRF tables (start at 0)",
     )
+    p.add_argument(
+        "--exclude-train",
+        type=Path,
+        help='sentiment: a JSONL file of training texts to leave out ({"text": ...} per line, '
+        "as tools/ensemble_e5_heads.py --flag-train writes); dev and held-out are untouched",
+    )
     p.add_argument("--batch-size", type=_number(int, 1, low_ok=True), default=32)
     p.add_argument(
         "--max-len", type=_number(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
@@ -194,7 +202,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.epochs = a.epochs or 3
     a.split_seed = a.seed if a.split_seed is None else a.split_seed
     a.base = str(Path(a.base).resolve())
+    a.exclude_train_sha256 = None
+    if a.exclude_train is not None:  # kept as a str: hparams.json and training_info.json
+        a.exclude_train = str(a.exclude_train.resolve())
+        if Path(a.exclude_train).is_file():
+            listed = Path(a.exclude_train).read_bytes()
+            a.exclude_train_sha256 = hashlib.sha256(listed).hexdigest()
     return a
+
+
+def exclude_train(data: dict, listed: Path) -> tuple[dict, str | None]:
+    """`data` without the training texts named in `listed`, or a sentence saying why not."""
+    try:
+        names = {
+            json.loads(line)["text"] for line in listed.read_text("utf-8").splitlines() if line
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        return data, (
+            f'--exclude-train {listed}: not a JSONL file of {{"text": ...}} lines ({e}): pass '
+            "the file tools/ensemble_e5_heads.py --flag-train wrote."
+        )
+    train = data["train"]
+    keep = [i for i, t in enumerate(train["texts"]) if t not in names]
+    unknown = len(names - set(train["texts"]))
+    if unknown:
+        return data, (
+            f"--exclude-train {listed}: {unknown} of its {len(names)} texts are not in this "
+            "run's training split: pass a list flagged on the same split (split seed)."
+        )
+    kept = {
+        "examples": [train["examples"][i] for i in keep],
+        "texts": [train["texts"][i] for i in keep],
+    }
+    facts = {**data.get("facts", {}), "excluded_train_texts": len(train["texts"]) - len(keep)}
+    return {**data, "train": kept, "facts": facts}, None
 
 
 def load_data(a: argparse.Namespace, work: Path) -> dict:
@@ -230,6 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.crf and a.task != "ner":
         print("--crf tags words: use it with the ner task only.", file=sys.stderr)
         return 2
+    if a.exclude_train is not None and a.task != "sentiment":
+        print(
+            "--exclude-train leaves out texts: use it with the sentiment task only.",
+            file=sys.stderr,
+        )
+        return 2
+    if a.exclude_train is not None and not Path(a.exclude_train).is_file():
+        print(
+            f"--exclude-train {a.exclude_train} is not a file: pass the JSONL list.",
+            file=sys.stderr,
+        )
+        return 2
     work = Path(a.workdir)
     if work.exists() and not work.is_dir():
         print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
@@ -257,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hp_file.exists() or a.allow_change:
         hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
     data = load_data(a, work)
+    if a.exclude_train is not None:
+        data, why = exclude_train(data, Path(a.exclude_train))
+        if why:
+            print(why, file=sys.stderr)
+            return 2
+        print(f"left out {data['facts']['excluded_train_texts']} training texts", flush=True)
     import torch
 
     torch.set_num_threads(a.threads)
