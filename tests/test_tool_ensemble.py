@@ -144,3 +144,64 @@ def test_exclude_train_refuses_lists_from_another_split_and_bad_files(tmp_path: 
         == 2
     )
     assert not (tmp_path / "w").exists()
+
+
+def test_folds_partition_the_training_split_and_are_seeded() -> None:
+    import e5_heads_data as hd
+
+    parts = [hd.fold_indices(11, k, 3, 42) for k in (1, 2, 3)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(11))
+    assert sorted(len(p) for p in parts) == [3, 4, 4]
+    assert np.array_equal(parts[0], hd.fold_indices(11, 1, 3, 42))
+    assert not np.array_equal(parts[0], hd.fold_indices(11, 1, 3, 43))
+    assert hd.parse_fold("2/2") == (2, 2)
+    for bad in ("3/2", "0/2", "1/1", "x", "1/"):
+        with pytest.raises(ValueError):
+            hd.parse_fold(bad)
+
+
+def test_hold_out_fold_is_drawn_over_the_whole_split(tmp_path: Path) -> None:
+    import e5_heads_data as hd
+    import train_e5_heads
+
+    data = pickle.loads(tiny_data(tmp_path / "data.pkl").read_bytes())
+    texts = data["train"]["texts"]
+    fold2 = {texts[i] for i in hd.fold_indices(len(texts), 2, 2, 42)}
+    listed = tmp_path / "x.jsonl"
+    listed.write_text(json.dumps({"text": texts[0]}) + "\n", "utf-8")
+    less, why = train_e5_heads.exclude_train(data, listed)
+    assert why is None
+    kept = train_e5_heads.hold_out_fold(less, "2/2", 42, texts)
+    assert set(kept["train"]["texts"]) == set(texts) - fold2 - {texts[0]}
+    assert kept["facts"]["held_out_fold_texts"] == len(fold2 - {texts[0]})
+    assert (
+        train_e5_heads.main(["ner", "--workdir", str(tmp_path / "w"), "--hold-out-fold", "1/2"])
+        == 2
+    )
+    with pytest.raises(SystemExit) as stop:
+        train_e5_heads.parse_args(["sentiment", "--workdir", "w", "--hold-out-fold", "3/2"])
+    assert stop.value.code == 2 and not (tmp_path / "w").exists()
+
+
+def test_flag_fold_flags_only_the_fold_the_members_never_saw(tmp_path: Path, capsys) -> None:
+    import e5_heads_data as hd
+    from safetensors.torch import load_file, save_file
+
+    m = tiny_member(tmp_path / "m", 0)
+    state = load_file(str(m / "model.safetensors"))
+    state["classifier.out_proj.bias"] = torch.tensor([-9.0, 9.0])  # always "positive"
+    save_file(state, str(m / "model.safetensors"))
+    data = tiny_data(tmp_path / "data.pkl")
+    train = pickle.loads(data.read_bytes())["train"]["examples"]
+    flagged = tmp_path / "flagged.jsonl"
+    args = ["--members", str(m), "--data", str(data), "--threads", "1"]  # one member is enough
+    assert ens.main([*args, "--flag-train", str(flagged), "--flag-fold", "1/2"]) == 0
+    fold = hd.fold_indices(len(train), 1, 2, 42).tolist()
+    want = [i for i in fold if train[i][1] == 0]
+    assert (
+        want and [json.loads(x)["index"] for x in flagged.read_text("utf-8").splitlines()] == want
+    )
+    assert ens.main([*args, "--flag-fold", "1/2"]) == 2  # a fold needs --flag-train
+    assert "needs --flag-train" in capsys.readouterr().err
+    assert ens.main([*args, "--flag-train", str(tmp_path / "y"), "--flag-fold", "3/2"]) == 2
+    assert "--flag-fold" in capsys.readouterr().err and not (tmp_path / "y").exists()

@@ -193,6 +193,22 @@ def prepare_sentiment(
     return out
 
 
+def parse_fold(text: str) -> tuple[int, int]:
+    """ "K/N" -> (K, N) with 1 <= K <= N, N >= 2; ValueError otherwise."""
+    k, _, n = text.partition("/")
+    why = f"{text!r} is not a fold K/N with 1 <= K <= N and N >= 2"
+    if not (k.isdigit() and n.isdigit()) or not 1 <= int(k) <= int(n) or int(n) < 2:
+        raise ValueError(why)
+    return int(k), int(n)
+
+
+def fold_indices(count: int, fold: int, folds: int, seed: int) -> np.ndarray:
+    """Sorted indices of fold `fold` (1-based) of `folds` near-equal parts of range(count),
+    drawn by default_rng([seed, folds])."""
+    order = np.random.default_rng([seed, folds]).permutation(count)
+    return np.sort(np.array_split(order, folds)[fold - 1])
+
+
 def prepare(
     task: str, model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int
 ) -> dict:

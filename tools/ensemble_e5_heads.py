@@ -12,10 +12,12 @@ data with this recipe, and the texts that no member gets right (written to --wro
 label, for reading) show how much of the error is the labels'. Members: train_e5_heads.py's
 best/ or final/, a soup, or onnx_to_hf.py's rebuild of a shipped head, all of one shape.
 
---flag-train FILE also scores the training split and writes the training texts whose label the
-ensemble gives a probability under --flag-below (default 0.1), although every member was
-trained on that label: the likely mislabelled ones, which train_e5_heads.py --exclude-train
-FILE leaves out of a new run. Dev and held-out keep every text and label.
+--flag-train FILE also scores the training split and writes the training texts whose label
+the ensemble gives a probability under --flag-below (default 0.1): the likely mislabelled ones,
+which train_e5_heads.py --exclude-train FILE leaves out of a new run. Heads trained on all of
+the split have learnt its labels (none fell under 0.1 when this was tried), so flags come from
+folds: members trained with train_e5_heads.py --hold-out-fold K/N, scored with --flag-fold K/N
+on the fold they never saw. Dev and held-out keep every text and label.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
+from e5_heads_data import fold_indices, parse_fold  # noqa: E402
 from soup_e5_heads import check_members, load_member, make_trainer  # noqa: E402
 
 SPLITS = ("dev", "heldout")
@@ -89,9 +92,25 @@ def main(argv: list[str] | None = None) -> int:
         "under --flag-below (for train_e5_heads.py --exclude-train)",
     )
     p.add_argument("--flag-below", type=float, default=0.1)
+    p.add_argument(
+        "--flag-fold",
+        help="K/N: score only fold K of N of the training split, which members trained with "
+        "train_e5_heads.py --hold-out-fold K/N never saw (out-of-sample flags)",
+    )
+    p.add_argument("--split-seed", type=int, default=42, help="the training runs' split seed")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
-    if len(a.members) < 2:
+    fold = None
+    if a.flag_fold:
+        try:
+            fold = parse_fold(a.flag_fold)
+        except ValueError as e:
+            print(f"ensemble_e5_heads: --flag-fold: {e}.", file=sys.stderr)
+            return 2
+        if not a.flag_train:
+            print("ensemble_e5_heads: --flag-fold needs --flag-train FILE.", file=sys.stderr)
+            return 2
+    if len(a.members) < 2 and not a.flag_train:
         print("ensemble_e5_heads: pass at least two --members.", file=sys.stderr)
         return 2
     why = check_members(a.members)
@@ -128,12 +147,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        splits = SPLITS + (("train",) if a.flag_train else ())
-        logits: dict[str, dict[str, np.ndarray]] = {s: {} for s in splits}
+        train = trainer.data["train"]["examples"]
+        scored = list(range(len(train)))  # the training texts --flag-train looks at
+        if fold is not None:
+            scored = fold_indices(len(train), *fold, a.split_seed).tolist()
+        examples = {s: trainer.data[s]["examples"] for s in SPLITS}
+        if a.flag_train:
+            examples["train"] = [train[i] for i in scored]
+        logits: dict[str, dict[str, np.ndarray]] = {s: {} for s in examples}
         for m in a.members:
             trainer.model.load_state_dict(load_member(m))
-            for s in splits:
-                logits[s][str(m)] = np.stack(trainer.logits(trainer.data[s]["examples"]))
+            for s, ex in examples.items():
+                logits[s][str(m)] = np.stack(trainer.logits(ex))
             print(json.dumps({"member": str(m), "logits": "done"}), flush=True)
     out = {}
     for s in SPLITS:
@@ -149,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.wrong_out:
         write_jsonl(a.wrong_out, rows("heldout", out["heldout"]["wrong_by_all"]))
     if a.flag_train:
-        labels = np.array([e[1] for e in trainer.data["train"]["examples"]])
-        write_jsonl(a.flag_train, rows("train", doubtful(logits["train"], labels, a.flag_below)))
+        labels = np.array([e[1] for e in examples["train"]])
+        flagged = [scored[i] for i in doubtful(logits["train"], labels, a.flag_below)]
+        write_jsonl(a.flag_train, rows("train", flagged))
     return 0
 
 

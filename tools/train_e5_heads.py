@@ -54,9 +54,10 @@ TRAJECTORY_KEYS = (
     "crf",
     "crf_lr",
     "exclude_train_sha256",
+    "hold_out_fold",
 )
 # Keys added after runs were started, with the value those runs had.
-ADDED_KEYS = {"crf": False, "crf_lr": 1e-2, "exclude_train_sha256": None}
+ADDED_KEYS = {"crf": False, "crf_lr": 1e-2, "exclude_train_sha256": None, "hold_out_fold": None}
 
 
 def _number(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
@@ -157,8 +158,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--exclude-train",
         type=Path,
-        help='sentiment: a JSONL file of training texts to leave out ({"text": ...} per line, '
+        nargs="+",
+        help='sentiment: JSONL files of training texts to leave out ({"text": ...} per line, '
         "as tools/ensemble_e5_heads.py --flag-train writes); dev and held-out are untouched",
+    )
+    p.add_argument(
+        "--hold-out-fold",
+        type=_fold,
+        help="sentiment: K/N leaves fold K of N of the training split out (drawn with the split "
+        "seed), so that ensemble_e5_heads.py --flag-fold K/N can score it out of sample",
     )
     p.add_argument("--batch-size", type=_number(int, 1, low_ok=True), default=32)
     p.add_argument(
@@ -203,12 +211,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.split_seed = a.seed if a.split_seed is None else a.split_seed
     a.base = str(Path(a.base).resolve())
     a.exclude_train_sha256 = None
-    if a.exclude_train is not None:  # kept as a str: hparams.json and training_info.json
-        a.exclude_train = str(a.exclude_train.resolve())
-        if Path(a.exclude_train).is_file():
-            listed = Path(a.exclude_train).read_bytes()
+    if a.exclude_train is not None:  # kept as str: hparams.json and training_info.json
+        a.exclude_train = [str(f.resolve()) for f in a.exclude_train]
+        if all(Path(f).is_file() for f in a.exclude_train):
+            listed = b"".join(Path(f).read_bytes() for f in a.exclude_train)
             a.exclude_train_sha256 = hashlib.sha256(listed).hexdigest()
     return a
+
+
+def _fold(text: str) -> str:
+    try:
+        hd.parse_fold(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 1 <= K <= N, N >= 2") from None
+    return text
 
 
 def exclude_train(data: dict, listed: Path) -> tuple[dict, str | None]:
@@ -223,19 +239,38 @@ def exclude_train(data: dict, listed: Path) -> tuple[dict, str | None]:
             "the file tools/ensemble_e5_heads.py --flag-train wrote."
         )
     train = data["train"]
-    keep = [i for i, t in enumerate(train["texts"]) if t not in names]
     unknown = len(names - set(train["texts"]))
     if unknown:
         return data, (
             f"--exclude-train {listed}: {unknown} of its {len(names)} texts are not in this "
             "run's training split: pass a list flagged on the same split (split seed)."
         )
+    keep = [i for i, t in enumerate(train["texts"]) if t not in names]
+    return keep_train(data, keep, "excluded_train_texts"), None
+
+
+def keep_train(data: dict, keep: list[int], fact: str) -> dict:
+    """`data` with only the training examples at `keep`; how many went is added to its facts."""
+    train = data["train"]
     kept = {
         "examples": [train["examples"][i] for i in keep],
         "texts": [train["texts"][i] for i in keep],
     }
-    facts = {**data.get("facts", {}), "excluded_train_texts": len(train["texts"]) - len(keep)}
-    return {**data, "train": kept, "facts": facts}, None
+    gone = data.get("facts", {}).get(fact, 0) + len(train["texts"]) - len(keep)
+    return {**data, "train": kept, "facts": {**data.get("facts", {}), fact: gone}}
+
+
+def fold_texts(texts: list[str], fold: str, seed: int) -> set[str]:
+    """The texts of fold K/N of a training split (e5_heads_data.fold_indices; texts are unique)."""
+    k, n = hd.parse_fold(fold)
+    return {texts[i] for i in hd.fold_indices(len(texts), k, n, seed)}
+
+
+def hold_out_fold(data: dict, fold: str, seed: int, split_texts: list[str]) -> dict:
+    """`data` without fold K/N of the whole training split `split_texts`."""
+    out = fold_texts(split_texts, fold, seed)
+    keep = [i for i, t in enumerate(data["train"]["texts"]) if t not in out]
+    return keep_train(data, keep, "held_out_fold_texts")
 
 
 def load_data(a: argparse.Namespace, work: Path) -> dict:
@@ -271,18 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.crf and a.task != "ner":
         print("--crf tags words: use it with the ner task only.", file=sys.stderr)
         return 2
-    if a.exclude_train is not None and a.task != "sentiment":
+    if (a.exclude_train is not None or a.hold_out_fold) and a.task != "sentiment":
         print(
-            "--exclude-train leaves out texts: use it with the sentiment task only.",
+            "--exclude-train and --hold-out-fold leave out texts: use them with the sentiment "
+            "task only.",
             file=sys.stderr,
         )
         return 2
-    if a.exclude_train is not None and not Path(a.exclude_train).is_file():
-        print(
-            f"--exclude-train {a.exclude_train} is not a file: pass the JSONL list.",
-            file=sys.stderr,
-        )
-        return 2
+    for listed in a.exclude_train or ():
+        if not Path(listed).is_file():
+            print(f"--exclude-train {listed} is not a file: pass the JSONL list.", file=sys.stderr)
+            return 2
     work = Path(a.workdir)
     if work.exists() and not work.is_dir():
         print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
@@ -310,12 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     if not hp_file.exists() or a.allow_change:
         hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
     data = load_data(a, work)
-    if a.exclude_train is not None:
-        data, why = exclude_train(data, Path(a.exclude_train))
+    split_texts = data["train"].get("texts", [])
+    for listed in a.exclude_train or ():
+        data, why = exclude_train(data, Path(listed))
         if why:
             print(why, file=sys.stderr)
             return 2
-        print(f"left out {data['facts']['excluded_train_texts']} training texts", flush=True)
+    if a.hold_out_fold:  # drawn over the whole training split, whatever was excluded
+        data = hold_out_fold(data, a.hold_out_fold, a.split_seed, split_texts)
+    if a.hold_out_fold or a.exclude_train:
+        print(f"training on {len(data['train']['texts'])} texts: {data['facts']}", flush=True)
     import torch
 
     torch.set_num_threads(a.threads)
