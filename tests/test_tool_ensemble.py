@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import ensemble_e5_heads as ens  # noqa: E402
 
-from tests.test_tool_soup import tiny_member  # noqa: E402
+from tests.test_tool_soup import tiny_data, tiny_member  # noqa: E402
 
 
 def test_report_averages_probabilities_and_finds_texts_all_miss() -> None:
@@ -35,20 +35,6 @@ def test_report_averages_probabilities_and_finds_texts_all_miss() -> None:
     # (the mean of the logits, [1.33, 3.33], would say 1)
     votes = {"x": np.array([[0.0, 10.0]]), "y": np.array([[2.0, 0.0]]), "z": np.array([[2.0, 0.0]])}
     assert ens.report(votes, np.array([0]))["ensemble"] == 1.0
-
-
-def tiny_data(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    examples = [
-        (np.concatenate(([0], rng.integers(5, 40, size=n), [2])).astype(np.int32), int(n % 2))
-        for n in rng.integers(3, 12, size=24)
-    ]
-    data = {
-        name: {"examples": examples[k : k + 8], "texts": [f"{name} {i}" for i in range(8)]}
-        for name, k in (("train", 0), ("dev", 8), ("heldout", 16))
-    }
-    path.write_bytes(pickle.dumps(data))
-    return path
 
 
 def test_cli_writes_the_texts_every_member_misses(tmp_path: Path, capsys) -> None:

@@ -8,6 +8,7 @@ than its best member.
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def tiny_member(path: Path, seed: int, layers: int = 2) -> Path:
     )
     XLMRobertaForSequenceClassification(cfg).save_pretrained(str(path))
     (path / "tokenizer.json").write_text('{"tiny": true}', "utf-8")
+    return path
+
+
+def tiny_data(path: Path) -> Path:
+    """A pickled train / dev / held-out split of 8 random sentiment examples each."""
+    rng = np.random.default_rng(0)
+    examples = [
+        (np.concatenate(([0], rng.integers(5, 40, size=n), [2])).astype(np.int32), int(n % 2))
+        for n in rng.integers(3, 12, size=24)
+    ]
+    data = {
+        name: {"examples": examples[k : k + 8], "texts": [f"{name} {i}" for i in range(8)]}
+        for name, k in (("train", 0), ("dev", 8), ("heldout", 16))
+    }
+    path.write_bytes(pickle.dumps(data))
     return path
 
 
@@ -91,22 +107,7 @@ def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys)
 
 def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) -> None:
     """Tiny members on a tiny dev / held-out split: the written soup scores its recorded dev."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    examples = [
-        (np.concatenate(([0], rng.integers(5, 40, size=n), [2])).astype(np.int32), int(n % 2))
-        for n in rng.integers(3, 12, size=24)
-    ]
-    data = {
-        "train": {"examples": examples[:8], "texts": [""] * 8},
-        "dev": {"examples": examples[8:16], "texts": [""] * 8},
-        "heldout": {"examples": examples[16:], "texts": [""] * 8},
-    }
-    pkl = tmp_path / "data.pkl"
-    import pickle
-
-    pkl.write_bytes(pickle.dumps(data))
+    pkl = tiny_data(tmp_path / "data.pkl")
     members = [str(tiny_member(tmp_path / f"m{i}", i)) for i in range(3)]
     out = tmp_path / "soup"
     args = ["sentiment", "--members", *members, "--out", str(out), "--data", str(pkl)]
