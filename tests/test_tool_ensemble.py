@@ -191,3 +191,20 @@ def test_flag_fold_flags_only_the_fold_the_members_never_saw(tmp_path: Path, cap
     assert "needs --flag-train" in capsys.readouterr().err
     assert ens.main([*args, "--flag-train", str(tmp_path / "y"), "--flag-fold", "3/2"]) == 2
     assert "--flag-fold" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("tool", ["ensemble", "soup"])
+def test_a_bad_thread_count_is_one_sentence(tmp_path: Path, capsys, tool: str) -> None:
+    import soup_e5_heads
+
+    a, b = tiny_member(tmp_path / "a", 1), tiny_member(tmp_path / "b", 2)
+    args = ["--members", str(a), str(b), "--data", str(tiny_data(tmp_path / "d.pkl"))]
+    main = ens.main if tool == "ensemble" else soup_e5_heads.main
+    if tool == "soup":
+        args = ["sentiment", *args, "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--threads", "0"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert "--threads: '0' is not an integer at least 1" in err
+    assert not (tmp_path / "o").exists()

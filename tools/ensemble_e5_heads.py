@@ -22,7 +22,6 @@ on the fold they never saw. Dev and held-out keep every text and label.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -79,7 +78,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from train_e5_heads import OneLineParser, number_arg
+
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=Path, nargs="+", required=True)
     p.add_argument(
         "--data", type=Path, required=True, help="a sentiment training workdir's data.pkl"
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_e5_heads.py --hold-out-fold K/N never saw (out-of-sample flags)",
     )
     p.add_argument("--split-seed", type=int, default=42, help="the training runs' split seed")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=number_arg(int, 1, low_ok=True), default=2)
     a = p.parse_args(argv)
     fold = None
     if a.flag_fold:

@@ -17,7 +17,6 @@ scores of every candidate to soup_info.json, for the record only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -135,14 +134,16 @@ def average(states: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from train_e5_heads import OneLineParser, number_arg
+
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=("ner", "sentiment"))
     p.add_argument("--members", type=Path, nargs="+", required=True)
     p.add_argument(
         "--out", type=Path, required=True, help="the directory to write (must not exist)"
     )
     p.add_argument("--data", type=Path, help="a training workdir's data.pkl (split seed 42)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=number_arg(int, 1, low_ok=True), default=2)
     p.add_argument(
         "--report", action="store_true", help="also score held-out / test (not used to choose)"
     )

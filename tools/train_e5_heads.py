@@ -60,7 +60,7 @@ TRAJECTORY_KEYS = (
 ADDED_KEYS = {"crf": False, "crf_lr": 1e-2, "exclude_train_sha256": None, "hold_out_fold": None}
 
 
-def _number(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
+def number_arg(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
     """An argparse type: a number of `kind` above `low` (or at it, with low_ok), below `high`."""
 
     def check(text: str) -> Any:
@@ -81,7 +81,7 @@ def _number(kind: type, low: float, high: float | None = None, low_ok: bool = Fa
     return check
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """One sentence on a bad flag (no usage block), exit status 2."""
 
     def error(self, message: str) -> NoReturn:
@@ -89,7 +89,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _Parser(
+    p = OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("task", choices=("ner", "sentiment"))
@@ -103,13 +103,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--threads",
-        type=_number(int, 1, low_ok=True),
+        type=number_arg(int, 1, low_ok=True),
         default=2,
         help="intra-op threads; not part of the trajectory",
     )
     p.add_argument(
         "--layers",
-        type=_number(int, 0, low_ok=True),
+        type=number_arg(int, 0, low_ok=True),
         default=6,
         help="keep the first N encoder layers (0 = all)",
     )
@@ -118,31 +118,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--epochs",
-        type=_number(int, 1, low_ok=True),
+        type=number_arg(int, 1, low_ok=True),
         help="planned epochs (sets the LR schedule); default ner 3, sentiment 3",
     )
     p.add_argument(
         "--minutes",
-        type=_number(float, 0, low_ok=True),
+        type=number_arg(float, 0, low_ok=True),
         default=0,
         help="stop with a checkpoint after this many minutes; 0 = none",
     )
     p.add_argument(
         "--max-steps",
-        type=_number(int, 0, low_ok=True),
+        type=number_arg(int, 0, low_ok=True),
         default=0,
         help="stop with a checkpoint at this global step; 0 = none",
     )
-    p.add_argument("--dropout", type=_number(float, 0, 1, low_ok=True), default=0.1)
-    p.add_argument("--lr", type=_number(float, 0), default=1e-4)
-    p.add_argument("--weight-decay", type=_number(float, 0, low_ok=True), default=0.01)
+    p.add_argument("--dropout", type=number_arg(float, 0, 1, low_ok=True), default=0.1)
+    p.add_argument("--lr", type=number_arg(float, 0), default=1e-4)
+    p.add_argument("--weight-decay", type=number_arg(float, 0, low_ok=True), default=0.01)
     p.add_argument(
         "--warmup",
-        type=_number(float, 0, 1, low_ok=True),
+        type=number_arg(float, 0, 1, low_ok=True),
         default=0.06,
         help="warmup fraction of the planned steps",
     )
-    p.add_argument("--clip", type=_number(float, 0), default=1.0)
+    p.add_argument("--clip", type=number_arg(float, 0), default=1.0)
     p.add_argument(
         "--crf",
         action="store_true",
@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--crf-lr",
-        type=_number(float, 0),
+        type=number_arg(float, 0),
         default=1e-2,
         help="learning rate of the CRF tables (start at 0)",
     )
@@ -168,9 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sentiment: K/N leaves fold K of N of the training split out (drawn with the split "
         "seed), so that ensemble_e5_heads.py --flag-fold K/N can score it out of sample",
     )
-    p.add_argument("--batch-size", type=_number(int, 1, low_ok=True), default=32)
+    p.add_argument("--batch-size", type=number_arg(int, 1, low_ok=True), default=32)
     p.add_argument(
-        "--max-len", type=_number(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
+        "--max-len", type=number_arg(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
     )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
@@ -181,24 +181,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--dev-size",
-        type=_number(int, 0, low_ok=True),
+        type=number_arg(int, 0, low_ok=True),
         default=1000,
         help="held out of TRAIN for choosing best/",
     )
     p.add_argument(
         "--heldout-size",
-        type=_number(int, 1, low_ok=True),
+        type=number_arg(int, 1, low_ok=True),
         default=2000,
         help="sentiment: the fixed held-out split",
     )
-    p.add_argument("--checkpoint-minutes", type=_number(float, 0), default=5)
+    p.add_argument("--checkpoint-minutes", type=number_arg(float, 0), default=5)
     p.add_argument(
         "--eval-minutes",
-        type=_number(float, 0, low_ok=True),
+        type=number_arg(float, 0, low_ok=True),
         default=20,
         help="dev evaluation between epoch ends; 0 = off",
     )
-    p.add_argument("--log-seconds", type=_number(float, 0), default=60)
+    p.add_argument("--log-seconds", type=number_arg(float, 0), default=60)
     p.add_argument("--limit-train", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--limit-eval", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument(
