@@ -61,7 +61,8 @@ def report(logits: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
 
 def doubtful(logits: dict[str, np.ndarray], labels: np.ndarray, below: float) -> list[int]:
     """Indices whose label gets an ensemble probability (mean of the members' softmax) under
-    `below`: texts the heads, which were trained on these very labels, still call the other way."""
+    `below`: texts the heads confidently call the other way (score a fold they never saw: heads
+    trained on a text have learnt its label)."""
     mean = np.mean([softmax(x) for x in logits.values()], axis=0)
     return np.flatnonzero(mean[np.arange(len(labels)), labels] < below).tolist()
 
