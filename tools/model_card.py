@@ -225,9 +225,7 @@ def train_flags(hp: dict[str, Any]) -> str:
     if hp.get("seed") not in (None, 42):
         flags.append(f"--seed {hp.get('seed')} --split-seed {hp.get('split_seed', hp.get('seed'))}")
     if hp.get("exclude_train"):  # label-noise lists (tools/ensemble_e5_heads.py --flag-train)
-        listed = hp["exclude_train"]
-        listed = [listed] if isinstance(listed, str) else listed
-        flags.append("--exclude-train " + " ".join(repo_path(Path(f)) for f in listed))
+        flags.append("--exclude-train " + " ".join(repo_path(Path(f)) for f in hp["exclude_train"]))
     if hp.get("hold_out_fold"):
         flags.append(f"--hold-out-fold {hp['hold_out_fold']}")
     return " ".join(flags)

@@ -222,8 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _fold(text: str) -> str:
     try:
         hd.parse_fold(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 1 <= K <= N, N >= 2") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -260,15 +260,10 @@ def keep_train(data: dict, keep: list[int], fact: str) -> dict:
     return {**data, "train": kept, "facts": {**data.get("facts", {}), fact: gone}}
 
 
-def fold_texts(texts: list[str], fold: str, seed: int) -> set[str]:
-    """The texts of fold K/N of a training split (e5_heads_data.fold_indices; texts are unique)."""
-    k, n = hd.parse_fold(fold)
-    return {texts[i] for i in hd.fold_indices(len(texts), k, n, seed)}
-
-
 def hold_out_fold(data: dict, fold: str, seed: int, split_texts: list[str]) -> dict:
-    """`data` without fold K/N of the whole training split `split_texts`."""
-    out = fold_texts(split_texts, fold, seed)
+    """`data` without fold K/N (e5_heads_data.fold_indices) of the whole training split
+    `split_texts` (its texts are unique)."""
+    out = {split_texts[i] for i in hd.fold_indices(len(split_texts), *hd.parse_fold(fold), seed)}
     keep = [i for i, t in enumerate(data["train"]["texts"]) if t not in out]
     return keep_train(data, keep, "held_out_fold_texts")
 
