@@ -196,8 +196,9 @@ def test_sigterm_honours_the_grace_period(ner_zh_server: Server) -> None:
     assert took < GRACE_S + 4, f"exited {took:.1f} s after SIGTERM (grace {GRACE_S} s)"
     r = outcome["r"]
     assert isinstance(r, httpx.Response), r
-    assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready"
-    assert "grace period: retry it." in r.json()["error"]["message"]
+    said = f"{r.status_code} {r.text[:300]}\n{ner_zh_server.output()[-3000:]}"
+    assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready", said
+    assert "grace period: retry it." in r.json()["error"]["message"], said
     assert "Traceback" not in ner_zh_server.output()
 
 

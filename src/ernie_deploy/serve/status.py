@@ -73,7 +73,10 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-def _ours(request: Request, exc: Exception) -> JSONResponse:
+# The handlers are coroutines on purpose: Starlette runs a plain function in a worker thread
+# and awaits it, and a request cut off at shutdown (503 not_ready) must answer without waiting
+# again, or the server's exit cancels it mid-answer and the client gets uvicorn's bare 500.
+async def _ours(request: Request, exc: Exception) -> JSONResponse:
     status, kind = status_for(exc)
     headers = None
     if isinstance(exc, OverloadedError):
@@ -85,7 +88,7 @@ def _ours(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, kind, str(exc), headers=headers)
 
 
-def _validation(request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     errors = [dict(e) for e in exc.errors()] if isinstance(exc, RequestValidationError) else []
     if any(e.get("type") == "json_invalid" for e in errors):
         reason = next(e for e in errors if e["type"] == "json_invalid").get("ctx", {})
@@ -129,14 +132,14 @@ def _field(loc: Any) -> str:
     return ".".join(parts) or "body"
 
 
-def _http(request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     kind, message = _HTTP_TYPES.get(status, ("http_error", f"HTTP {status}."))
     headers = getattr(exc, "headers", None)
     return error_response(status, kind, message, headers=headers)
 
 
-def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Starlette re-raises the exception after this answer, so the server logs its traceback.
     return error_response(
         500, "server_error", f"Internal error ({type(exc).__name__}): see the server log."
