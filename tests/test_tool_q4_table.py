@@ -98,6 +98,44 @@ def test_q8_blocks_q4_table_rounds_a_trained_table_and_keeps_the_matmuls_8bit(
     assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
 
 
+def test_ffn_q8_keeps_each_feed_forward_output_weight_only_and_the_rest_int8(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import onnx
+    from export_e5_heads import build_candidate
+    from pack_e5_4bit import PackFailed
+
+    fp32 = _fp32_dir(tmp_path, on_grid=False)
+    config = json.loads((fp32 / "config.json").read_text())
+    how = build_candidate("int8_per_channel_ffn_q8", fp32, tmp_path / "ffn")
+    assert how["packed_ops"] == config["num_hidden_layers"]
+    graph = onnx.load(str(tmp_path / "ffn" / "model.onnx"), load_external_data=False).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert (
+        sorted({a.name: a.i for a in n.attribute}["K"] for n in nbits)
+        == [config["intermediate_size"]] * config["num_hidden_layers"]
+    )
+    consts = {t.name for t in graph.initializer}
+    assert not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in consts]
+    source = onnx.load(str(fp32 / "model.onnx"), load_external_data=False).graph
+    weights = {t.name for t in source.initializer}
+    matmuls = sum(n.op_type in ("MatMul", "Gemm") and n.input[1] in weights for n in source.node)
+    assert how["quantized"]["MatMul"] == matmuls - config["num_hidden_layers"]
+    assert not (tmp_path / "ffn-stage").exists()
+    ids = np.random.default_rng(0).integers(5, 500, (4, 12)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ref, got = _logits(fp32, ids), _logits(tmp_path / "ffn", ids)
+    assert np.abs(got - ref).max() < 0.05 * max(1.0, float(np.abs(ref).max()))
+
+    config["num_hidden_layers"] += 1  # a graph this rule does not describe is refused
+    (fp32 / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PackFailed, match="not one per layer"):
+        build_candidate("int8_per_channel_ffn_q8", fp32, tmp_path / "ffn2")
+    assert not (tmp_path / "ffn2").exists()
+
+
 def test_export_picks_the_first_fit_or_the_least_loss() -> None:
     from export_e5_heads import pick
 

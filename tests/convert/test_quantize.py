@@ -133,6 +133,28 @@ def test_per_channel_reduce_range_and_op_types(paddle_cls: RefModel, tmp_path: P
     assert not (tmp_path / "x").exists()
 
 
+def test_keep_fp32_leaves_the_named_nodes_as_they_were(
+    paddle_cls: RefModel, tmp_path: Path
+) -> None:
+    source = onnx.load(str(paddle_cls.path / "model.onnx"))
+    consts = {t.name for t in source.graph.initializer}
+    matmuls = [n for n in source.graph.node if n.op_type == "MatMul" and n.input[1] in consts]
+    kept = [matmuls[0].name, matmuls[-1].name]
+    report = quantize_model(paddle_cls.path, tmp_path / "kept", op_types=["MatMul"], keep_fp32=kept)
+    assert dict(report.quantized) == {"MatMul": len(matmuls) - 2}
+    graph = onnx.load(str(tmp_path / "kept" / "model.onnx")).graph
+    left = {n.name: n for n in graph.node if n.op_type == "MatMul"}
+    weights = {t.name: t for t in graph.initializer}
+    for name in kept:  # still a float MatMul on the same fp32 weight
+        assert left[name].input[1] == next(n for n in matmuls if n.name == name).input[1]
+        assert weights[left[name].input[1]].data_type == onnx.TensorProto.FLOAT
+    assert ernie_deploy.load(tmp_path / "kept").predict(TEXTS)
+
+    with pytest.raises(ConfigError, match=r"No node named 'nope' .*\(and 1 more\): name nodes"):
+        quantize_model(paddle_cls.path, tmp_path / "x", keep_fp32=["nope", "nada", kept[0]])
+    assert not (tmp_path / "x").exists()
+
+
 def test_output_rules(paddle_cls: RefModel, tmp_path: Path) -> None:
     out = tmp_path / "int8"
     out.mkdir()

@@ -23,7 +23,9 @@ Op types: by default all that ORT's dynamic mode handles (`supported_op_types()`
 a constant weight (QK^T and attention x V stay fp32, as quantize_dynamic leaves them), Gather
 (the embedding tables, uint8 with one scale each: ~73% of an ERNIE's bytes, so this is what
 takes a 21 MB model to ~5 MB), Attention and EmbedLayerNormalization (fused graphs), Conv,
-LSTM, Transpose. `op_types=("MatMul",)` keeps the embedding tables fp32.
+LSTM, Transpose. `op_types=("MatMul",)` keeps the embedding tables fp32. `keep_fp32` names
+single nodes to leave fp32: in a BERT the feed-forward output MatMuls (their input is GELU's
+output, whose per-tensor uint8 rounding costs most) are the usual ones.
 
 No ORT pre-processing (`quant_pre_process`): its symbolic shape inference fails on paddle2onnx
 graphs; without that step it quantised the same nodes with the same outputs on the test
@@ -102,6 +104,7 @@ def quantize_model(
     per_channel: bool = False,
     reduce_range: bool | None = None,
     op_types: Sequence[str] | None = None,
+    keep_fp32: Sequence[str] = (),
     eval_file: str | Path | None = None,
     overwrite: bool = False,
     tokenizer_dir: str | Path | None = None,
@@ -117,6 +120,7 @@ def quantize_model(
         per_channel: one weight scale per output channel instead of per tensor.
         reduce_range: 7-bit weights; None takes the preset's choice.
         op_types: op types to quantise; None: every type ORT's dynamic mode handles.
+        keep_fp32: names of nodes to leave fp32 (each must be in the graph).
         eval_file: a labelled .jsonl / .tsv file (tasks.labelled formats) scored with the
             fp32 and the int8 model through `ernie_deploy.load`.
         overwrite: replace `out` if it exists.
@@ -141,12 +145,15 @@ def quantize_model(
     examples = read_eval_file(eval_file, task, files) if eval_file is not None else None
     graph = _load_graph(files.onnx_path)
     _check_fp32(graph, files.onnx_path)
+    keep = _check_keep(graph, keep_fp32, files.onnx_path)
     size_before = _graph_bytes(files.onnx_path, graph)
     with staged_dir(out, overwrite) as stage:
         _copy_files(files, stage)
         target = stage / "model.onnx"
         external = size_before > EXTERNAL_DATA_THRESHOLD
-        _quantize(files.onnx_path, graph, target, chosen, per_channel, reduce, types, external)
+        _quantize(
+            files.onnx_path, graph, target, chosen, per_channel, reduce, types, external, keep
+        )
         int8_graph = _load_graph(target)
         quantized = _quantized_counts(int8_graph)
         if not quantized:
@@ -224,6 +231,19 @@ def _graph_bytes(path: Path, graph: Any) -> int:
     return path.stat().st_size + sum(p.stat().st_size for p in extra if p.is_file())
 
 
+def _check_keep(graph: Any, names: Sequence[str], path: Path) -> tuple[str, ...]:
+    keep = tuple(dict.fromkeys(str(n) for n in names))
+    present = {n.name for n in graph.graph.node}
+    missing = [n for n in keep if n not in present]
+    if missing:
+        raise ConfigError(
+            f"No node named {missing[0]!r} in {path}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + ": name nodes of this graph to keep fp32 (see its node names with Netron or onnx)."
+        )
+    return keep
+
+
 def _check_fp32(graph: Any, path: Path) -> None:
     from onnx import TensorProto
 
@@ -258,6 +278,7 @@ def _quantize(
     reduce_range: bool,
     op_types: tuple[str, ...],
     external: bool,
+    keep: tuple[str, ...] = (),
 ) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -275,6 +296,7 @@ def _quantize(
                     scratch / src.name,
                     target,
                     op_types_to_quantize=list(op_types),
+                    nodes_to_exclude=list(keep),
                     per_channel=per_channel,
                     reduce_range=reduce_range,
                     weight_type=weight_type,
