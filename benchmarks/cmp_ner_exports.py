@@ -1,12 +1,15 @@
-"""Two 8-bit exports of the e5 NER head, side by side: the bundled `ner-zh-e5` (dynamic int8,
-per-channel) against a weight-only candidate from `tools/export_e5_heads.py` (`q8_blocks_q4_table`:
-MatMulNBits 8-bit blocks, fp32 activations). Texts per second through `predict` on the 5,000 MSRA
-test sentences, interleaved in one run, best of the repeats. Writes the section "ner_exports".
+"""8-bit exports of the e5 NER head, side by side: the bundled `ner-zh-e5` (dynamic int8,
+per-channel) against candidates from `tools/export_e5_heads.py` (`q8_blocks_q4_table`: MatMulNBits
+8-bit blocks, fp32 activations; `int8_per_channel_ffn_q8`: per-channel int8 with the feed-forward
+output MatMuls as MatMulNBits). Texts per second through `predict` on the 5,000 MSRA test
+sentences, interleaved in one run, best of the repeats. Writes the section "ner_exports".
 
-The candidate is not bundled; make it first (tools/README-training.md, "Sixth session"):
+The candidates are not bundled; make them first (tools/README-training.md, sixth and ninth
+sessions):
 
-    python tools/export_e5_heads.py ner --checkpoint CKPT --no-ship --candidates q8_blocks_q4_table
-    python benchmarks/cmp_ner_exports.py [--candidate .cache/export-e5/ner-zh-e5/q8_blocks_q4_table]
+    python tools/export_e5_heads.py ner --checkpoint CKPT --no-ship \
+        --candidates q8_blocks_q4_table,int8_per_channel_ffn_q8
+    python benchmarks/cmp_ner_exports.py [--candidate DIR [DIR ...]]
 
 Not part of `make bench` (it needs that training output).
 """
@@ -30,32 +33,33 @@ def main(argv: list[str] | None = None) -> int:
     import ernie_deploy
 
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--candidate", type=Path, default=DEFAULT_CANDIDATE)
+    p.add_argument("--candidate", type=Path, nargs="+", default=[DEFAULT_CANDIDATE])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--results", type=Path, default=c.RESULTS)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    if not (args.candidate / "model.onnx").is_file():
-        print(
-            f"{args.candidate} holds no model.onnx: build it with tools/export_e5_heads.py ner "
-            "--no-ship --candidates q8_blocks_q4_table, or pass --candidate DIR.",
-            file=sys.stderr,
-        )
-        return 2
+    for candidate in args.candidate:
+        if not (candidate / "model.onnx").is_file():
+            print(
+                f"{candidate} holds no model.onnx: build it with tools/export_e5_heads.py ner "
+                f"--no-ship --candidates {candidate.name}, or pass --candidate DIR.",
+                file=sys.stderr,
+            )
+            return 2
     machine = c.machine_line()
     texts = _data.msra_sentences()[:5000]
     models = {
         "`ner-zh-e5` (bundled, int8_per_channel)": ernie_deploy.load(
             "ner-zh-e5", device="cpu", truncate=True
         ),
-        f"`{args.candidate.name}` candidate": ernie_deploy.load(
-            str(args.candidate), device="cpu", truncate=True
-        ),
+        **{
+            f"`{d.name}` candidate": ernie_deploy.load(str(d), device="cpu", truncate=True)
+            for d in args.candidate
+        },
     }
     best = c.best_predict_seconds(models, texts, args.repeats)
     old = next(iter(models))
-    where = args.candidate.resolve()
-    shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    shown = ", ".join(f"`{shown_path(d)}`" for d in args.candidate)
     rows = [
         "| export | texts/s | time per text vs bundled |",
         "| --- | --- | --- |",
@@ -68,13 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"`python benchmarks/cmp_ner_exports.py`: {len(texts):,} MSRA test sentences through "
             f"`predict` (default batch and threads), best of {args.repeats} interleaved runs; "
-            f"candidate: `{shown}`.",
+            f"candidates: {shown}.",
             "",
             *rows,
         ]
     )
     c.emit(SECTION, body, machine, args.results, write=not args.no_write)
     return 0
+
+
+def shown_path(path: Path) -> Path:
+    where = path.resolve()
+    return where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
 
 
 if __name__ == "__main__":
