@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = c.machine_line()
     texts = _data.msra_sentences()[:5000]
     models = {
-        "`ner-zh-e5` (bundled, int8_per_channel)": ernie_deploy.load(
+        f"`ner-zh-e5` (bundled, {bundled_weights()})": ernie_deploy.load(
             "ner-zh-e5", device="cpu", truncate=True
         ),
         **{
@@ -79,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.emit(SECTION, body, machine, args.results, write=not args.no_write)
     return 0
+
+
+def bundled_weights() -> str:
+    """Which 8-bit export the bundled head ships (its bundle.json's record)."""
+    import json
+
+    bundle = ROOT / "src" / "ernie_deploy" / "models" / "ner-zh-e5" / "bundle.json"
+    return str(json.loads(bundle.read_text(encoding="utf-8"))["export"]["weights"])
 
 
 def shown_path(path: Path) -> Path:
