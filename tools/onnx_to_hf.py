@@ -10,7 +10,8 @@ scale`, the fp32 ones (biases, LayerNorms) copied. Each MatMulInteger node is na
 `nn.Linear` it came from (`/roberta/encoder/layer.3/attention/self/query/MatMul_quant`), its
 weight is [in, out] (transposed back here), and each quantized table is
 `<parameter>_quantized` (or `<parameter>_q4` with `_scales`: 4-bit blocks of 32 along a row,
-element 2i in the low nibble of byte i, `(q - 8) * scale`). The result is a `save_pretrained`
+element 2i in the low nibble of byte i, `(q - 8) * scale`). MatMuls kept as weight-only 8-bit
+blocks (MatMulNBits, [out, in] rows of blocks) are `(q - 128) * scale`. The result is a `save_pretrained`
 directory (config.json and the tokenizer files copied from the model directory, its bundle.json
 as `source_bundle.json`) that `tools/train_e5_heads.py --base` takes.
 
@@ -74,6 +75,19 @@ def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
             continue
         module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
         out[module + ".weight"] = deq(node.input[1][: -len("_quantized")]).T.copy()
+    for node in model.graph.node:  # weight-only 8-bit blocks (MatMulNBits, zero point 128)
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        if attrs.get("bits") != 8:
+            raise SystemExit(
+                f"onnx_to_hf: {node.name} has {attrs.get('bits')}-bit blocks; "
+                "only 8-bit MatMulNBits are read back."
+            )
+        q = init[node.input[1]].astype(np.float32).reshape(attrs["N"], -1, attrs["block_size"])
+        scales = init[node.input[2]].astype(np.float32).reshape(q.shape[0], q.shape[1], 1)
+        module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+        out[module + ".weight"] = ((q - 128.0) * scales).reshape(attrs["N"], attrs["K"])
     return out
 
 
