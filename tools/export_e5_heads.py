@@ -209,25 +209,20 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
         table_bits = 4 if label == "q8_blocks_q4_table" else 8
         packed = pack(fp32, out, bits=8, block=32, accuracy_level=4, table_bits=table_bits)
         return {"how": CANDIDATES[label], **packed}
-    if label == "int8_per_channel_ffn_q8":
-        stage = out.with_name(out.name + "-stage")
-        q = quantize_model(fp32, stage, per_channel=True, overwrite=True, keep_fp32=ffn_out(fp32))
-        try:
-            packed = pack(stage, out, bits=8, block=32, accuracy_level=4)
-        finally:
-            shutil.rmtree(stage)
-        return {"how": CANDIDATES[label], "quantized": dict(q.quantized), **packed}
     per_channel = label not in ("int8", "int8_q4_table")
     matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
-    stage = out.with_name(out.name + "-stage") if matmul_only else out
+    keep = ffn_out(fp32) if label == "int8_per_channel_ffn_q8" else []
+    repack = matmul_only or bool(keep)  # the MatMuls / table left float get packed blocks
+    stage = out.with_name(out.name + "-stage") if repack else out
     q = quantize_model(
         fp32, stage, per_channel=per_channel, overwrite=True,
-        op_types=("MatMul",) if matmul_only else None,
+        op_types=("MatMul",) if matmul_only else None, keep_fp32=keep,
     )  # fmt: skip
     how = {"how": CANDIDATES[label], "quantized": dict(q.quantized)}
-    if matmul_only:
+    if repack:
+        packing = {"bits": 8, "accuracy_level": 4} if keep else {"bits": 4 if "q4" in label else 8}
         try:
-            how["packed_ops"] = pack(stage, out, bits=4 if "q4" in label else 8)["packed_ops"]
+            how.update(pack(stage, out, **packing))
         finally:
             shutil.rmtree(stage)
     else:
