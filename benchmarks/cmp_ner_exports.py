@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=c.RESULTS)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    if len({d.name for d in args.candidate}) < len(args.candidate):
+        print(
+            "--candidate: give directories with different names (each names its row).",
+            file=sys.stderr,
+        )
+        return 2
     for candidate in args.candidate:
         if not (candidate / "model.onnx").is_file():
             print(
