@@ -157,7 +157,10 @@ def build(path: Path, shape: Shape = MEDIUM, seed: int = 0) -> Path:
     }
     (path / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     specials = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"]
-    chars = [chr(c) for c in range(0x4E00, 0x4E00 + shape.vocab - len(specials) - 26)]
+    # from U+4E00 on, past the surrogates (U+D800-DFFF), which utf-8 refuses
+    need = shape.vocab - len(specials) - 26
+    points = (c for c in range(0x4E00, 0x110000) if not 0xD800 <= c <= 0xDFFF)
+    chars = [chr(next(points)) for _ in range(need)]
     vocab = specials + [chr(c) for c in range(ord("a"), ord("z") + 1)] + chars
     (path / "vocab.txt").write_text("\n".join(vocab[: shape.vocab]) + "\n", encoding="utf-8")
     return path

@@ -123,6 +123,20 @@ def _wheel(spec: str) -> Path | None:
     return whole
 
 
+def _see_parent_venv(python: str) -> None:
+    """When this Python is itself a venv, a venv made from it with system_site_packages sees the
+    base interpreter's packages, not this venv's (numpy, onnx, ... on many GPU images): a .pth
+    file in the new venv adds this one's site-packages after its own (its onnxruntime-gpu first)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    import site
+
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    parent = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(purelib.stdout.strip()) / "zz_parent_venv.pth").write_text("\n".join(parent) + "\n")
+
+
 def bootstrap(args: argparse.Namespace, argv: list[str]) -> int:
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     wheel = _wheel(args.wheel)
@@ -137,6 +151,7 @@ def bootstrap(args: argparse.Namespace, argv: list[str]) -> int:
             except (subprocess.CalledProcessError, OSError):  # no ensurepip (Debian w/o venv)
                 venv.EnvBuilder(system_site_packages=True, with_pip=False, clear=True).create(VENV)
                 (VENV / "no-pip").touch()
+        _see_parent_venv(python)
         if (VENV / "no-pip").exists():  # the system pip installs into the venv (pip >= 22.3)
             pip = [sys.executable, "-m", "pip", "--python", python]
         pip += ["install", "-q", "--no-index", "--disable-pip-version-check"]
