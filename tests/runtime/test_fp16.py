@@ -477,6 +477,40 @@ def test_load_model_runs_fp16_and_reports_it(tmp_path: Path, on_cpu_as_gpu: list
     assert np.abs(model.run(feeds)["logits"] - fp32).max() <= 1e-2
 
 
+def test_int8_graph_converts_with_its_quantized_ops_in_fp32(
+    tmp_path: Path, on_cpu_as_gpu: list[int]
+) -> None:
+    # The int8 e5 heads on an H200: the converter made DequantizeLinear's scale fp16, ORT refused
+    # the graph (INVALID_GRAPH) and fp16 fell back to fp32. Quantized ops now stay fp32.
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = tagger(tmp_path / "fp32" / "model.onnx")
+    target = tmp_path / "int8" / "model.onnx"
+    target.parent.mkdir()
+    quantize_dynamic(
+        str(source), str(target), op_types_to_quantize=["MatMul", "Gather"],
+        per_channel=True, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    assert {"DequantizeLinear", "MatMulInteger"} <= {
+        n.op_type for n in onnx.load(str(target)).graph.node
+    }
+    config = RuntimeConfig(device="cpu", fp16=True, cache_dir=tmp_path / "cache")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(target, config, capability_probe=_probe(on_cpu_as_gpu))
+    assert not [w for w in caught if issubclass(w.category, Fp16FallbackWarning)]
+    assert model.fp16_active
+    converted = onnx.load(str(next((tmp_path / "cache").rglob("*.fp16-*.onnx"))))
+    inits = {i.name: i.data_type for i in converted.graph.initializer}
+    for node in converted.graph.node:
+        if node.op_type in fp16_graph.QUANTIZED_OPS:
+            assert all(inits.get(x, TensorProto.FLOAT) != TensorProto.FLOAT16 for x in node.input)
+    assert any(t == TensorProto.FLOAT16 for t in inits.values())  # the rest did convert
+    feeds = {"input_ids": _feeds()["input_ids"]}
+    int8 = load_model(target, RuntimeConfig(device="cpu")).run(feeds)["logits"]
+    assert (model.run(feeds)["logits"].argmax(-1) == int8.argmax(-1)).mean() >= 0.98
+
+
 def test_predictor_with_fp16_matches_fp32(
     paddle_ner: RefModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -66,7 +66,7 @@ __all__ = [
 
 FP16_PROVIDERS = (CUDA, TENSORRT)
 MIN_CAPABILITY = (7, 0)
-FORMAT_VERSION = "2"  # 2: fused before conversion
+FORMAT_VERSION = "3"  # 2: fused before conversion; 3: quantized ops kept fp32
 CACHE_DIRNAME = ".ernie_deploy_cache"
 TIE_TOLERANCE = 0.01  # relative to the output's largest magnitude (at least 1)
 _PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap, less a margin for the graph itself

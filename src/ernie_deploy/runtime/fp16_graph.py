@@ -171,10 +171,33 @@ def quiet_fusion_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
+# Quantized ops compute on integers with fp32 scales (an int8 or weight-only export): the
+# converter would turn their scale initializers to fp16, which they refuse ("Type
+# 'tensor(float16)' of input parameter (..._scale) of operator (DequantizeLinear) ... is
+# invalid", seen on an H200 with the int8 e5 heads). They stay fp32, with Casts around them;
+# the float ops between them (LayerNorm, attention, GELU) still run in fp16.
+QUANTIZED_OPS = (
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "MatMulNBits",
+    "GatherBlockQuantized",
+    "QLinearMatMul",
+    "QGemm",
+    "QAttention",
+    "QEmbedLayerNormalization",
+    "ConvInteger",
+    "QLinearConv",
+)
+
+
 def _default_block_list() -> list[str]:
     from onnxruntime.transformers import float16
 
-    return list(float16.DEFAULT_OP_BLOCK_LIST)
+    return [*float16.DEFAULT_OP_BLOCK_LIST, *QUANTIZED_OPS]
 
 
 def _ort_basic(source: Path, target: Path) -> None:
@@ -223,7 +246,7 @@ def convert_to_fp16(
             model,
             keep_io_types=True,
             disable_shape_infer=True,
-            op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *block_ops],
+            op_block_list=[*_default_block_list(), *block_ops],
             node_block_list=casts,
         )
     _merge_duplicates(model.graph)
