@@ -44,3 +44,16 @@ def test_good_numbers_pass_through() -> None:
         ["ner", "--workdir", "w", "--crf-lr", "5e-3", "--dropout", "0", "--layers", "0"]
     )
     assert (a.crf_lr, a.dropout, a.layers, a.epochs) == (5e-3, 0.0, 0, 3)
+
+
+def test_a_device_torch_cannot_use_is_one_sentence_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    work = tmp_path / "run"
+    for device in ("cuda:99", "gpu"):
+        code = train_e5_heads.main(["ner", "--workdir", str(work), "--device", device])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--device {device} cannot be used" in err and "pass --device" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not work.exists()

