@@ -72,6 +72,8 @@ def test_checkpoint_travels_as_fp16_differences(
     (tmp_path / "best").mkdir()
     save_file(tuned, str(tmp_path / "best" / "model.safetensors"))
     np.save(tmp_path / "best" / "crf_transitions.npy", np.eye(7, dtype=np.float32))
+    info = {"hparams": {"base": "/tmp/w/base", "lr": 1e-4}, "step": 3}
+    (tmp_path / "best" / "training_info.json").write_text(json.dumps(info))
     monkeypatch.setattr(g, "SHARD", 4096)  # the table's difference goes as row blocks
     info = g.deltas(tmp_path / "best", tmp_path / "base", tmp_path / "d")
     assert (info["delta16"], info["fp32"]) == (3, 1)
@@ -84,6 +86,12 @@ def test_checkpoint_travels_as_fp16_differences(
         assert np.abs(back[key] - w).max() <= info["max_abs_rebuild_error"], key
     assert back["classifier.weight"].tobytes() == tuned["classifier.weight"].tobytes()
     assert (tmp_path / "out" / "crf_transitions.npy").is_file()
+    hp = json.loads((tmp_path / "out" / "training_info.json").read_text())["hparams"]
+    assert hp == {
+        "base": str((tmp_path / "base").resolve()),
+        "base_on_gpu_machine": "/tmp/w/base",
+        "lr": 1e-4,
+    }
     # another base, or a missing shard, is refused in one sentence
     other = tmp_path / "other"
     other.mkdir()

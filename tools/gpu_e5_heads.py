@@ -18,7 +18,9 @@ base (`.cache/e5/zh-en`, 38.5M parameters) is 154 MB, a fine-tuned head as much.
   difference's own rounding (2^-11 of a fine-tuning step's total change), far below the
   int8 export's rounding, and ``apply`` reports it as measured on the GPU machine.
 * ``apply DELTAS BASE OUT``: the checkpoint directory rebuilt (fp32), which ``convert hf`` and
-  tools/export_e5_heads.py take like any ``best/``.
+  tools/export_e5_heads.py take like any ``best/``; its training_info.json then names BASE
+  as the run's base (the GPU machine's path kept as ``base_on_gpu_machine``), and
+  gpu_transfer.json says how exact the rebuild is.
 
 Needs numpy, safetensors and torch (both sides). No network.
 """
@@ -236,12 +238,25 @@ def apply(packed: Path, base: Path, out: Path) -> dict:
         "bit_exact_tensors": exact,
         "max_abs_rebuild_error": info["max_abs_rebuild_error"],
     }
-    (tmp / "rebuild_info.json").write_text(json.dumps(record, indent=1), "utf-8")
+    (tmp / "gpu_transfer.json").write_text(json.dumps(record, indent=1), "utf-8")
+    _rebase(tmp / "training_info.json", base)
     for name in ("history.jsonl", "train.log"):
         if (packed / name).is_file():
             shutil.copy2(packed / name, tmp / name)
     os.replace(tmp, out)
     return record
+
+
+def _rebase(info_file: Path, base: Path) -> None:
+    """The run's record names its base by the GPU machine's path; here that base is `base` (the
+    same tensors, checked by sha256), so the record points there and keeps the other path."""
+    if not info_file.is_file():
+        return
+    info = json.loads(info_file.read_text("utf-8"))
+    hp = info.get("hparams", {})
+    if "base" in hp and Path(hp["base"]) != base.resolve():
+        hp["base_on_gpu_machine"], hp["base"] = hp["base"], str(base.resolve())
+        info_file.write_text(json.dumps(info, ensure_ascii=False, indent=1), "utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
