@@ -10,7 +10,8 @@ scale`, the fp32 ones (biases, LayerNorms) copied. Each MatMulInteger node is na
 `nn.Linear` it came from (`/roberta/encoder/layer.3/attention/self/query/MatMul_quant`), its
 weight is [in, out] (transposed back here), and each quantized table is
 `<parameter>_quantized` (or `<parameter>_q4` with `_scales`: 4-bit blocks of 32 along a row,
-element 2i in the low nibble of byte i, `(q - 8) * scale`). MatMuls kept as weight-only 8-bit
+element 2i in the low nibble of byte i, `(q - 8) * scale`; or `<parameter>_q8`: 8-bit blocks
+along a row, `(q - 128) * scale`). MatMuls kept as weight-only 8-bit
 blocks (MatMulNBits, [out, in] rows of blocks) are `(q - 128) * scale`. The result is a `save_pretrained`
 directory (config.json and the tokenizer files copied from the model directory, its bundle.json
 as `source_bundle.json`) that `tools/train_e5_heads.py --base` takes.
@@ -60,16 +61,31 @@ def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
 
     out: dict[str, np.ndarray] = {}
     matmul_weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger"}
+    tables = {  # tables stored as blocks: read below, not as fp32
+        n.input[0].rsplit("_q", 1)[0]
+        for n in model.graph.node
+        if n.op_type == "GatherBlockQuantized"
+    }
     for name, value in init.items():
         if name.startswith(("onnx::", "/")) or name in matmul_weights:
             continue  # MatMul weights are named after their node below (Gemm's `_Transposed` too)
+        if name.endswith("_scales") and name[: -len("_scales")] in tables:
+            continue
         if value.dtype == np.float32 and value.ndim >= 1:
             out[name] = value
         elif name.endswith("_quantized"):
             out[name[: -len("_quantized")]] = deq(name[: -len("_quantized")])
-    for name, value in init.items():  # a table stored as 4-bit blocks (GatherBlockQuantized)
-        if name.endswith("_q4") and name[: -len("_q4")] + "_scales" in init:
-            out[name[: -len("_q4")]] = unpack_q4(value, init[name[: -len("_q4")] + "_scales"])
+    for node in model.graph.node:  # a table stored as 4- or 8-bit blocks (GatherBlockQuantized)
+        if node.op_type != "GatherBlockQuantized":
+            continue
+        bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+        value, scales = init[node.input[0]], init[node.input[2]].astype(np.float32)
+        base = node.input[0].rsplit("_q", 1)[0]
+        if bits == 4:
+            out[base] = unpack_q4(value, scales)
+        else:  # 8-bit, zero point 128 (pack_e5_4bit's q8 blocks)
+            q = value.astype(np.float32).reshape(scales.shape[0], scales.shape[1], -1)
+            out[base] = ((q - 128.0) * scales[..., None]).reshape(value.shape)
     for node in model.graph.node:
         if node.op_type != "MatMulInteger" or not node.input[1].endswith("_quantized"):
             continue
