@@ -33,12 +33,16 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
+
+from crf_torch import FILES as CRF_FILES  # noqa: E402
 
 SIDE_FILES = (
     "config.json",
@@ -47,10 +51,9 @@ SIDE_FILES = (
     "special_tokens_map.json",
     "sentencepiece.bpe.model",
     "training_info.json",
-    "crf_transitions.npy",
-    "crf_start_transitions.npy",
-    "crf_end_transitions.npy",
+    *CRF_FILES,
 )
+RUN_RECORDS = ("history.jsonl", "train.log")
 SHARD = 15 * 2**20
 
 
@@ -77,17 +80,24 @@ def _load(directory: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _staged(out: Path) -> Path:
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A scratch directory that becomes `out` when the block ends, or goes if it fails."""
     if out.exists():
         raise Refused(f"{out} exists: choose a new output directory.")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, out)
 
 
-def _copy_side(src: Path, dst: Path) -> None:
-    for name in SIDE_FILES:
+def _copy_side(src: Path, dst: Path, names: tuple[str, ...] = SIDE_FILES) -> None:
+    for name in names:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
 
@@ -98,13 +108,11 @@ def _shards(tensors: dict[str, np.ndarray], out: Path, stem: str) -> list[str]:
     names, shard, size = [], {}, 0
     split = {}
     for key, t in tensors.items():  # a tensor over SHARD goes as row blocks `key@i`
-        rows = max(1, SHARD // max(1, t.nbytes // max(1, len(t)))) if t.ndim else 1
-        if t.nbytes > SHARD and t.ndim:
-            split.update(
-                {f"{key}@{i}": t[r : r + rows] for i, r in enumerate(range(0, len(t), rows))}
-            )
-        else:
+        if t.nbytes <= SHARD:
             split[key] = t
+            continue
+        rows = max(1, SHARD // (t.nbytes // len(t)))
+        split.update({f"{key}@{i}": t[r : r + rows] for i, r in enumerate(range(0, len(t), rows))})
     tensors = split
     for key in sorted(tensors):
         if shard and size + tensors[key].nbytes > SHARD:
@@ -124,7 +132,6 @@ def pack_base(base: Path, out: Path) -> dict:
     from pack_e5_4bit import q4_blocks
 
     weights = _load(base)
-    tmp = _staged(out)
     blocks, plain = {}, {}
     for key, w in weights.items():
         if w.ndim == 2 and w.dtype == np.float32 and w.shape[1] % 32 == 0:
@@ -138,11 +145,11 @@ def pack_base(base: Path, out: Path) -> dict:
                 blocks[key + ".scale"] = scale
                 continue
         plain[key] = w
-    files = _shards({**blocks, **plain}, tmp, "base")
-    _copy_side(base, tmp)
-    info = {"sha256": {k: _sha(v) for k, v in weights.items()}, "files": files}
-    (tmp / "packed_base.json").write_text(json.dumps(info, indent=1), "utf-8")
-    os.replace(tmp, out)
+    with _staged(out) as tmp:
+        files = _shards({**blocks, **plain}, tmp, "base")
+        _copy_side(base, tmp)
+        info = {"sha256": {k: _sha(v) for k, v in weights.items()}, "files": files}
+        (tmp / "packed_base.json").write_text(json.dumps(info, indent=1), "utf-8")
     return {"tensors": len(weights), "blocked": len(blocks) // 2, "files": files}
 
 
@@ -161,10 +168,9 @@ def unpack_base(packed: Path, out: Path) -> dict:
     bad = [k for k, v in weights.items() if _sha(v) != info["sha256"][k]]
     if bad:
         raise Refused(f"{len(bad)} tensors differ from the packed sha256 (first {bad[0]}).")
-    tmp = _staged(out)
-    save_file(weights, str(tmp / "model.safetensors"))
-    _copy_side(packed, tmp)
-    os.replace(tmp, out)
+    with _staged(out) as tmp:
+        save_file(weights, str(tmp / "model.safetensors"))
+        _copy_side(packed, tmp)
     return {"tensors": len(weights), "bit_exact": True}
 
 
@@ -180,21 +186,18 @@ def deltas(checkpoint: Path, base: Path, out: Path) -> dict:
         d = (w - b).astype(np.float16)
         worst = max(worst, float(np.abs(b + d.astype(np.float32) - w).max()))
         diff[key] = d
-    tmp = _staged(out)
-    files = _shards({**{k + ".d16": v for k, v in diff.items()}, **full}, tmp, "delta")
-    _copy_side(checkpoint, tmp)
-    for name in ("history.jsonl", "train.log"):
-        if (checkpoint.parent / name).is_file():
-            shutil.copy2(checkpoint.parent / name, tmp / name)
-    info = {
-        "prefix": prefix,
-        "base_sha256": {k: _sha(v) for k, v in ref.items()},
-        "tuned_sha256": {k: _sha(v) for k, v in tuned.items()},
-        "max_abs_rebuild_error": worst,
-        "files": files,
-    }
-    (tmp / "deltas.json").write_text(json.dumps(info, indent=1), "utf-8")
-    os.replace(tmp, out)
+    with _staged(out) as tmp:
+        files = _shards({**{k + ".d16": v for k, v in diff.items()}, **full}, tmp, "delta")
+        _copy_side(checkpoint, tmp)
+        _copy_side(checkpoint.parent, tmp, RUN_RECORDS)  # the run's log, beside best/
+        info = {
+            "prefix": prefix,
+            "base_sha256": {k: _sha(v) for k, v in ref.items()},
+            "tuned_sha256": {k: _sha(v) for k, v in tuned.items()},
+            "max_abs_rebuild_error": worst,
+            "files": files,
+        }
+        (tmp / "deltas.json").write_text(json.dumps(info, indent=1), "utf-8")
     return {"delta16": len(diff), "fp32": len(full), "max_abs_rebuild_error": worst}
 
 
@@ -228,9 +231,6 @@ def apply(packed: Path, base: Path, out: Path) -> dict:
             weights[key] = v
     if set(weights) != set(info["tuned_sha256"]):
         raise Refused(f"{packed} does not hold every tensor of the checkpoint: copy it whole.")
-    tmp = _staged(out)
-    save_file(weights, str(tmp / "model.safetensors"))
-    _copy_side(packed, tmp)
     exact = sum(_sha(v) == info["tuned_sha256"][k] for k, v in weights.items())
     record = {
         "rebuilt_from": str(packed),
@@ -238,12 +238,11 @@ def apply(packed: Path, base: Path, out: Path) -> dict:
         "bit_exact_tensors": exact,
         "max_abs_rebuild_error": info["max_abs_rebuild_error"],
     }
-    (tmp / "gpu_transfer.json").write_text(json.dumps(record, indent=1), "utf-8")
-    _rebase(tmp / "training_info.json", base)
-    for name in ("history.jsonl", "train.log"):
-        if (packed / name).is_file():
-            shutil.copy2(packed / name, tmp / name)
-    os.replace(tmp, out)
+    with _staged(out) as tmp:
+        save_file(weights, str(tmp / "model.safetensors"))
+        _copy_side(packed, tmp, SIDE_FILES + RUN_RECORDS)
+        (tmp / "gpu_transfer.json").write_text(json.dumps(record, indent=1), "utf-8")
+        _rebase(tmp / "training_info.json", base)
     return record
 
 

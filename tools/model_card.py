@@ -239,9 +239,9 @@ def where_trained(hp: dict[str, Any]) -> str:
     """The machine a run's hparams say it trained on."""
     if str(hp.get("device") or "cpu").startswith("cuda"):
         return (
-            "a GPU (an NVIDIA H200 lent for minutes; the checkpoint came back through "
-            "tools/gpu_e5_heads.py as fp16 differences, rebuilt within "
-            "2e-6..5e-5 of the GPU's weights)"
+            f"a GPU (`--device {hp['device']}`; the checkpoint came back through "
+            "tools/gpu_e5_heads.py as fp16 differences from its base, its rebuild error in "
+            "gpu_transfer.json; tools/README-training.md names the machine)"
         )
     return "a 2-core CPU"
 
