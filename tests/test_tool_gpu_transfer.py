@@ -102,3 +102,21 @@ def test_checkpoint_travels_as_fp16_differences(
     with pytest.raises(g.Refused, match="every tensor"):
         g.apply(tmp_path / "d", tmp_path / "base", tmp_path / "out3")
     assert not (tmp_path / "out3").exists() and not (tmp_path / "out3.partial").exists()
+
+
+def test_a_missing_or_foreign_input_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.numpy import save_file
+
+    (tmp_path / "foreign").mkdir()
+    save_file({"x": np.zeros(2, np.float32)}, str(tmp_path / "foreign" / "a.safetensors"))
+    (tmp_path / "foreign" / "packed_base.json").write_text("{}")  # no sha256 list
+    for args in (
+        ["unpack-base", str(tmp_path / "nowhere")],
+        ["unpack-base", str(tmp_path / "foreign")],
+    ):
+        assert g.main([*args, str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert "pass the whole directory" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

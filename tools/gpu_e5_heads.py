@@ -280,9 +280,17 @@ def main(argv: list[str] | None = None) -> int:
             result = deltas(a.checkpoint, a.base, a.out)
         else:
             result = apply(a.packed, a.base, a.out)
-    except (Refused, OSError, json.JSONDecodeError) as e:
+    except Refused as e:
         print(f"gpu_e5_heads {a.cmd}: {e}", file=sys.stderr)
-        return 2 if isinstance(e, Refused) else 1
+        return 2
+    except (OSError, ValueError, KeyError) as e:  # a missing, partial or foreign directory
+        what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) else repr(e)
+        print(
+            f"gpu_e5_heads {a.cmd}: cannot read the input ({what}): pass the whole directory "
+            "the previous step wrote.",
+            file=sys.stderr,
+        )
+        return 1
     print(json.dumps(result))
     return 0
 
