@@ -136,6 +136,47 @@ def test_ffn_q8_keeps_each_feed_forward_output_weight_only_and_the_rest_int8(
     assert not (tmp_path / "ffn2").exists()
 
 
+def test_q8_blocks128_fp32_act_rounds_only_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped NER's candidate: the same 8-bit blocks of 128 as q8_blocks128, but every
+    MatMulNBits computes on fp32 activations (accuracy_level 0), so its logits stay closer to
+    fp32 than a level-4 graph's, which also rounds each activation row to int8. (The tiny
+    model's rows are shorter than 128, so the real packing is checked with blocks of 32.)"""
+    import onnx
+    import pack_e5_4bit
+    from export_e5_heads import build_candidate
+
+    asked = {}
+
+    def record(src: Path, out: Path, **kw: object) -> dict:
+        asked[out.name] = (kw["block"], kw["accuracy_level"])
+        return {}
+
+    monkeypatch.setattr(pack_e5_4bit, "pack", record)
+    for label in ("q8_blocks", "q8_blocks128", "q8_blocks128_fp32_act"):
+        build_candidate(label, tmp_path, tmp_path / label)
+    assert asked == {
+        "q8_blocks": (32, 4), "q8_blocks128": (128, 4), "q8_blocks128_fp32_act": (128, 0),
+    }  # fmt: skip
+    monkeypatch.undo()
+
+    fp32 = _fp32_dir(tmp_path, on_grid=False)
+    ids = np.random.default_rng(0).integers(5, 500, (4, 12)).astype(np.int64)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ref = _logits(fp32, ids)
+    err = {}
+    for level in (0, 4):
+        out = tmp_path / f"level{level}"
+        pack_e5_4bit.pack(fp32, out, bits=8, block=32, accuracy_level=level, table_bits=8)
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+        nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+        assert nbits
+        assert {{a.name: a.i for a in n.attribute}["accuracy_level"] for n in nbits} == {level}
+        err[level] = float(np.abs(_logits(out, ids) - ref).max())
+    assert err[0] < err[4]
+
+
 def test_export_picks_the_first_fit_or_the_least_loss() -> None:
     from export_e5_heads import pick
 

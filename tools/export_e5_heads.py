@@ -199,6 +199,9 @@ CANDIDATES = {
     "q8_blocks128": "weight-only 8-bit blocks of 128 for every weight MatMul (MatMulNBits, "
     "accuracy_level 4) and the word-embedding table (GatherBlockQuantized): a quarter of the "
     "fp32 scales of blocks of 32, which fits 12 layers under 40 MB",
+    "q8_blocks128_fp32_act": "weight-only 8-bit blocks of 128 as q8_blocks128, but the "
+    "MatMuls compute on fp32 activations (MatMulNBits accuracy_level 0) instead of rounding "
+    "them to int8 (accuracy_level 4): only the weights are rounded",
 }  # tried in this order (fastest first); pick() chooses among those within MAX_POINTS_LOST
 
 
@@ -208,10 +211,11 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
 
     from ernie_deploy.convert.quantize import quantize_model
 
-    if label in ("q8_blocks", "q8_blocks_q4_table", "q8_blocks128"):
+    if label.startswith("q8_blocks"):
         table_bits = 4 if label == "q8_blocks_q4_table" else 8
-        block = 128 if label == "q8_blocks128" else 32
-        packed = pack(fp32, out, bits=8, block=block, accuracy_level=4, table_bits=table_bits)
+        block = 128 if label.startswith("q8_blocks128") else 32
+        level = 0 if label.endswith("_fp32_act") else 4
+        packed = pack(fp32, out, bits=8, block=block, accuracy_level=level, table_bits=table_bits)
         return {"how": CANDIDATES[label], **packed}
     per_channel = label not in ("int8", "int8_q4_table")
     matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
