@@ -46,6 +46,15 @@ def unpack_q4(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return blocks.reshape(rows, -1)
 
 
+def unpack_q8(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """8-bit blocks along each row (zero point 128) and [rows, blocks] scales -> fp32
+    [rows, blocks * block], `(q - 128) * scale` (GatherBlockQuantized tables and MatMulNBits
+    weights alike, as tools/pack_e5_4bit.py writes them)."""
+    rows, n_blocks = scales.shape
+    blocks = q.astype(np.float32).reshape(rows, n_blocks, -1) - 128.0
+    return (blocks * scales.astype(np.float32)[..., None]).reshape(rows, -1)
+
+
 def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
     """Parameter name -> fp32 array (PyTorch layout) for every weight in the graph."""
     import onnx
@@ -84,8 +93,7 @@ def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
         if bits == 4:
             out[base] = unpack_q4(value, scales)
         else:  # 8-bit, zero point 128 (pack_e5_4bit's q8 blocks)
-            q = value.astype(np.float32).reshape(scales.shape[0], scales.shape[1], -1)
-            out[base] = ((q - 128.0) * scales[..., None]).reshape(value.shape)
+            out[base] = unpack_q8(value, scales).reshape(value.shape)
     for node in model.graph.node:
         if node.op_type != "MatMulInteger" or not node.input[1].endswith("_quantized"):
             continue
@@ -100,10 +108,10 @@ def dequantized_weights(onnx_path: Path) -> dict[str, np.ndarray]:
                 f"onnx_to_hf: {node.name} has {attrs.get('bits')}-bit blocks; "
                 "only 8-bit MatMulNBits are read back."
             )
-        q = init[node.input[1]].astype(np.float32).reshape(attrs["N"], -1, attrs["block_size"])
-        scales = init[node.input[2]].astype(np.float32).reshape(q.shape[0], q.shape[1], 1)
+        scales = init[node.input[2]].reshape(attrs["N"], -1)
         module = node.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
-        out[module + ".weight"] = ((q - 128.0) * scales).reshape(attrs["N"], attrs["K"])
+        weight = unpack_q8(init[node.input[1]], scales)
+        out[module + ".weight"] = weight.reshape(attrs["N"], attrs["K"])
     return out
 
 
