@@ -79,17 +79,7 @@ class E5Trainer:
         self.lengths = np.array([len(e[0]) for e in self.train_set])
         self.steps_per_epoch = len(self.batches(0))
         self.total_steps = self.steps_per_epoch * args.epochs
-        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        groups = [
-            {
-                "params": [p for n, p in params if not ("bias" in n or "LayerNorm" in n)],
-                "weight_decay": args.weight_decay,
-            },
-            {
-                "params": [p for n, p in params if "bias" in n or "LayerNorm" in n],
-                "weight_decay": 0.0,
-            },
-        ]
+        groups = self.param_groups(getattr(args, "llrd", 1.0))
         if self.crf is not None:  # the tables start at zero: they need a larger step
             groups.append(
                 {"params": list(self.crf.parameters()), "weight_decay": 0.0, "lr": args.crf_lr}
@@ -111,6 +101,33 @@ class E5Trainer:
             "history": [],
         }
         self.stop_signal = 0
+
+    def rate_scale(self, name: str, decay: float) -> float:
+        """The factor on --lr for a parameter: 1 for the task head, decay^(L-i) for encoder
+        layer i of L, decay^(L+1) for the embeddings (layer-wise learning-rate decay)."""
+        n_layers = len(self.model.roberta.encoder.layer)
+        if name.startswith("roberta.embeddings."):
+            return float(decay ** (n_layers + 1))
+        if name.startswith("roberta.encoder.layer."):
+            return float(decay ** (n_layers - int(name.split(".")[3])))
+        return 1.0
+
+    def param_groups(self, decay: float) -> list[dict]:
+        """AdamW groups: weight decay except on biases and LayerNorms, one group per learning
+        rate factor (one pair of groups when decay is 1)."""
+        groups: dict[tuple[float, bool], list] = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                no_decay = "bias" in name or "LayerNorm" in name
+                groups.setdefault((self.rate_scale(name, decay), no_decay), []).append(param)
+        return [
+            {
+                "params": params,
+                "weight_decay": 0.0 if no_decay else self.args.weight_decay,
+                "lr": self.args.lr * scale,
+            }
+            for (scale, no_decay), params in groups.items()
+        ]
 
     def collate(self, examples: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = max(len(e[0]) for e in examples)
@@ -298,7 +315,11 @@ class E5Trainer:
         )  # dropout: the step alone
         ids, mask, lab = self.collate(batch)
         ids, mask, lab = self.tensor(ids), self.tensor(mask), self.tensor(lab)
-        if self.crf is None:
+        smoothing = getattr(self.args, "label_smoothing", 0.0)
+        if self.crf is None and smoothing and not self.ner:
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            loss = torch.nn.functional.cross_entropy(logits, lab, label_smoothing=smoothing)
+        elif self.crf is None:
             loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
             logits = self.model(input_ids=ids, attention_mask=mask).logits

@@ -55,13 +55,25 @@ TRAJECTORY_KEYS = (
     "crf_lr",
     "exclude_train_sha256",
     "hold_out_fold",
+    "llrd",
+    "label_smoothing",
 )
 # Keys added after runs were started, with the value those runs had.
-ADDED_KEYS = {"crf": False, "crf_lr": 1e-2, "exclude_train_sha256": None, "hold_out_fold": None}
+ADDED_KEYS = {
+    "crf": False,
+    "crf_lr": 1e-2,
+    "exclude_train_sha256": None,
+    "hold_out_fold": None,
+    "llrd": 1.0,
+    "label_smoothing": 0.0,
+}
 
 
-def number_arg(kind: type, low: float, high: float | None = None, low_ok: bool = False) -> Any:
-    """An argparse type: a number of `kind` above `low` (or at it, with low_ok), below `high`."""
+def number_arg(
+    kind: type, low: float, high: float | None = None, low_ok: bool = False, high_ok: bool = False
+) -> Any:
+    """An argparse type: a number of `kind` above `low` (or at it, with low_ok), below `high`
+    (or at it, with high_ok)."""
 
     def check(text: str) -> Any:
         try:
@@ -70,9 +82,9 @@ def number_arg(kind: type, low: float, high: float | None = None, low_ok: bool =
             value = None
         inside = value is not None and math.isfinite(value)
         inside = inside and (value >= low if low_ok else value > low)
-        if not inside or (high is not None and value >= high):
+        if not inside or (high is not None and (value > high if high_ok else value >= high)):
             where = f"{'at least' if low_ok else 'above'} {low:g}" + (
-                f" and below {high:g}" if high is not None else ""
+                f" and {'at most' if high_ok else 'below'} {high:g}" if high is not None else ""
             )
             noun = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun} {where}")
@@ -149,6 +161,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="warmup fraction of the planned steps",
     )
     p.add_argument("--clip", type=number_arg(float, 0), default=1.0)
+    p.add_argument(
+        "--llrd",
+        type=number_arg(float, 0, 1, high_ok=True),
+        default=1.0,
+        help="layer-wise learning-rate decay: the task head trains at --lr, encoder layer i of L "
+        "at --lr x F^(L-i), the embeddings at --lr x F^(L+1); 1 = one rate for all",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=number_arg(float, 0, 1, low_ok=True),
+        default=0.0,
+        help="sentiment: cross-entropy against (1-E) x the label + E/2 on each class; 0 = off",
+    )
     p.add_argument(
         "--crf",
         action="store_true",
@@ -318,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.crf and a.task != "ner":
         print("--crf tags words: use it with the ner task only.", file=sys.stderr)
+        return 2
+    if a.label_smoothing and a.task != "sentiment":
+        print(
+            "--label-smoothing smooths the sentiment labels: use it with the sentiment task only.",
+            file=sys.stderr,
+        )
         return 2
     if (a.exclude_train is not None or a.hold_out_fold) and a.task != "sentiment":
         print(

@@ -1,0 +1,101 @@
+"""tools/train_e5_heads.py --llrd and --label-smoothing: each parameter trains at the rate its
+depth says, the old two-group optimizer is unchanged when the decay is 1 (so older runs resume
+on the same trajectory), and the smoothed loss is the one the flag names."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import train_e5_heads  # noqa: E402
+from e5_trainer import E5Trainer  # noqa: E402
+
+from tests.test_tool_soup import tiny_data, tiny_member  # noqa: E402
+
+
+def trainer(tmp_path: Path, *flags: str) -> E5Trainer:
+    base = tiny_member(tmp_path / "base", 1, layers=3)
+    args = train_e5_heads.parse_args(
+        ["sentiment", "--workdir", str(tmp_path / "w"), "--base", str(base), "--layers", "0"]
+        + list(flags)
+    )
+    data = pickle.loads(tiny_data(tmp_path / "data.pkl").read_bytes())
+    return E5Trainer(args, data)
+
+
+def rates(t: E5Trainer) -> dict[str, tuple[float, float]]:
+    """name -> (learning rate, weight decay) as the optimizer holds them."""
+    where = {
+        id(p): (g["initial_lr"], g["weight_decay"]) for g in t.opt.param_groups for p in g["params"]
+    }
+    return {n: where[id(p)] for n, p in t.model.named_parameters()}
+
+
+def test_layer_wise_decay_gives_each_depth_its_rate(tmp_path: Path) -> None:
+    t = trainer(tmp_path, "--llrd", "0.5", "--lr", "1e-3")
+    got = rates(t)
+    assert got["roberta.embeddings.word_embeddings.weight"] == (1e-3 * 0.5**4, 0.01)
+    assert got["roberta.embeddings.LayerNorm.weight"] == (1e-3 * 0.5**4, 0.0)
+    assert got["roberta.encoder.layer.0.attention.self.query.weight"] == (1e-3 * 0.5**3, 0.01)
+    assert got["roberta.encoder.layer.2.output.dense.bias"] == (1e-3 * 0.5, 0.0)
+    assert got["classifier.dense.weight"] == (1e-3, 0.01)
+    assert got["classifier.out_proj.bias"] == (1e-3, 0.0)
+    assert len(got) == sum(len(g["params"]) for g in t.opt.param_groups)
+
+
+def test_no_decay_keeps_the_two_groups_older_runs_saved(tmp_path: Path) -> None:
+    t = trainer(tmp_path)
+    groups = t.opt.param_groups
+    assert [(g["initial_lr"], g["weight_decay"]) for g in groups] == [(1e-4, 0.01), (1e-4, 0.0)]
+    names = [n for n, _ in t.model.named_parameters()]
+    plain = [n for n in names if not ("bias" in n or "LayerNorm" in n)]
+    by_id = {id(p): n for n, p in t.model.named_parameters()}
+    assert [by_id[id(p)] for p in groups[0]["params"]] == plain
+    assert [by_id[id(p)] for p in groups[1]["params"]] == [n for n in names if n not in plain]
+
+
+def test_label_smoothing_is_the_loss_of_the_step(tmp_path: Path) -> None:
+    losses = {}
+    for eps in ("0", "0.2"):
+        t = trainer(tmp_path / eps, "--label-smoothing", eps, "--dropout", "0")
+        batch = t.train_set[:4]
+        ids, mask, lab = (t.tensor(x) for x in t.collate(batch))
+        with torch.no_grad():
+            logits = t.model(input_ids=ids, attention_mask=mask).logits
+        logp = torch.log_softmax(logits, -1)
+        want = -(
+            (1 - float(eps)) * logp.gather(1, lab[:, None])[:, 0] + float(eps) / 2 * logp.sum(1)
+        )
+        losses[eps] = t.step(batch)
+        assert losses[eps] == pytest.approx(float(want.mean()), rel=1e-5)
+    assert losses["0"] != losses["0.2"]
+
+
+def test_bad_values_and_the_wrong_task_are_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for flag, value, says in (
+        ("--llrd", "0", "'0' is not a number above 0 and at most 1"),
+        ("--llrd", "1.5", "'1.5' is not a number above 0 and at most 1"),
+        ("--label-smoothing", "1", "'1' is not a number at least 0 and below 1"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            train_e5_heads.parse_args(["sentiment", "--workdir", "w", flag, value])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and says in err and err.count("\n") == 1
+    assert isinstance(train_e5_heads.parse_args(["ner", "--workdir", "w"]), argparse.Namespace)
+    work, base = tmp_path / "w", tiny_member(tmp_path / "base", 1)
+    code = train_e5_heads.main(
+        ["ner", "--workdir", str(work), "--base", str(base), "--label-smoothing", "0.1"]
+    )
+    assert code == 2 and "with the sentiment task only" in capsys.readouterr().err
+    assert not work.exists()
