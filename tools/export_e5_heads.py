@@ -19,8 +19,9 @@
    frozen in training may instead keep its exact 4-bit blocks; or per-channel with each layer's
    feed-forward output MatMul, where dynamic int8 loses most, as weight-only 8-bit blocks) and
    weight-only 8-bit blocks
-   (fp32 activations; slower, closer to fp32; the word table 8-bit, or rounded to 4-bit to fit
-   12 layers in 40 MB) are scored the same way; the first within 0.5 point of fp32 and under
+   (MatMulNBits: closer to fp32; at accuracy_level 4 each activation row is rounded to int8, at
+   level 0 it stays fp32; the word table 8-bit, or rounded to 4-bit to fit 12 layers in 40 MB)
+   are scored the same way; the first within 0.5 point of fp32 and under
    40 MB is shipped, or with `--choose least-loss` the one of those that lost least
    (`--candidates` limits the list).
    fp32 itself (~110 MB for 6 layers) is over the 40 MB a bundled model may take, so when no
@@ -202,7 +203,10 @@ CANDIDATES = {
     "q8_blocks128_fp32_act": "weight-only 8-bit blocks of 128 as q8_blocks128, but the "
     "MatMuls compute on fp32 activations (MatMulNBits accuracy_level 0) instead of rounding "
     "them to int8 (accuracy_level 4): only the weights are rounded",
-}  # tried in this order (fastest first); pick() chooses among those within MAX_POINTS_LOST
+}  # tried in this order (roughly the order they were added, dynamic int8 first, which was the
+# fastest on the 6-layer heads; q8_blocks128_fp32_act later measured faster than q8_blocks128 on
+# the 12-layer NER head: RESULTS.md "ner_exports"); pick() chooses among those within
+# MAX_POINTS_LOST: `--choose first` the first of them, `least-loss` the closest to fp32
 
 
 def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
@@ -281,8 +285,8 @@ def export(
     only: tuple[str, ...] = tuple(CANDIDATES),
     choose: str = "first",
 ) -> dict[str, Any]:
-    """`choose`: "first" ships the first candidate (fastest) within MAX_POINTS_LOST and the size
-    limit, "least-loss" the one among those that lost least."""
+    """`choose`: "first" ships the first candidate (in CANDIDATES' order) within MAX_POINTS_LOST
+    and the size limit, "least-loss" the one among those that lost least."""
     from pack_e5_4bit import PackFailed
 
     from ernie_deploy.convert.hf import convert_hf
@@ -463,13 +467,31 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
     }
 
 
-def base_record(base: Path) -> dict[str, Any]:
-    """A training that started from a soup or another run: that base's own record."""
+def stage_record(base: Path) -> dict[str, Any] | None:
+    """One earlier run of this tool (or soup) as the card tells it; None for the import or a
+    rebuilt shipped model."""
     if not (base / "training_info.json").is_file() or rebuilt_dir(base) == base:
-        return {}
+        return None
     info = json.loads((base / "training_info.json").read_text("utf-8"))
     keep = ("step", "epoch", "train_minutes", "hparams", "soup")
-    return {"base_training": {"dir": base.name, **{k: info[k] for k in keep if k in info}}}
+    return {"dir": base.name, **{k: info[k] for k in keep if k in info}}
+
+
+def base_record(base: Path) -> dict[str, Any]:
+    """A training that started from a soup or another run: that base's own record, and every
+    stage before it, first stage first (each names its own base in training_info.json)."""
+    chain: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    while len(chain) < 8 and base.resolve() not in seen:
+        record = stage_record(base)
+        if record is None:
+            break
+        seen.add(base.resolve())
+        chain.insert(0, record)
+        base = Path(record.get("hparams", {}).get("base") or ".")
+    if not chain:
+        return {}
+    return {"base_training": chain[-1], **({"earlier_stages": chain} if len(chain) > 1 else {})}
 
 
 def crf_record(
@@ -568,8 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         "--choose",
         choices=("first", "least-loss"),
         default="first",
-        help="among the candidates within 0.5 point and 40 MB: the first (fastest) or the one "
-        "that lost least",
+        help="among the candidates within 0.5 point and 40 MB: the first in the list's order or "
+        "the one that lost least",
     )
     p.add_argument(
         "--candidates",

@@ -246,18 +246,56 @@ def where_trained(hp: dict[str, Any]) -> str:
     return "a 2-core CPU"
 
 
-def base_lines(base: dict[str, Any] | None, task: str) -> list[str]:
-    """A run that started from another run of this tool (not the import, not a shipped model)."""
-    if not base or base.get("soup") or not base.get("hparams"):
+STAGES = {2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight", 9: "Nine"}
+
+
+def base_lines(
+    base: dict[str, Any] | None,
+    task: str,
+    earlier: list[dict[str, Any]] | None = None,
+    soup_below: bool = False,
+) -> list[str]:
+    """Runs that started from other runs of this tool (not the import, not a shipped model):
+    every earlier stage, first first (`earlier`, from bundle.json's earlier_stages; older
+    bundles name only the last one, `base`), then the run or soup below."""
+    stages = earlier or ([base] if base else [])
+    if not stages or any(s.get("soup") or not s.get("hparams") for s in stages):
         return []
-    hp, train = base["hparams"], base
+    n = len(stages)
+    lines = [
+        f"- {STAGES.get(n + 1, str(n + 1))} stages, each from the best checkpoint of the one before."
+    ]
+    for i, stage in enumerate(stages, 1):
+        hp = stage["hparams"]
+        trained = (
+            "every weight but the word-embedding table trained"
+            if hp.get("freeze_embeddings")
+            else "every weight trained"
+        )
+        lines.append(
+            f"- Stage {i} (`{stage['dir']}`): {layers_kept(hp.get('layers'))}, {trained}, on "
+            f"{where_trained(hp)}: {stage.get('train_minutes')} minutes, {stage.get('epoch')} "
+            f"epochs, batch {hp.get('batch_size')}, AdamW lr {hp.get('lr')}, seed "
+            f"{hp.get('seed')}; `python tools/train_e5_heads.py {task} --workdir "
+            f".cache/train/{stage['dir']} {train_flags(hp)}`."
+        )
+    lines.append(
+        f"- Stage {n + 1} is the weight average below: its members trained from stage {n} or are "
+        f"stage {n} itself."
+        if soup_below
+        else f"- Stage {n + 1} is the run below, from stage {n}'s best checkpoint."
+    )
+    return lines
+
+
+def table_stages(bundle: dict[str, Any]) -> list[int]:
+    """The earlier stages (numbered from 1) that trained the word-embedding table."""
+    base = bundle.get("base_training")
+    stages = bundle.get("earlier_stages") or ([base] if base else [])
     return [
-        f"- Two stages. Stage 1 (`{base['dir']}`): {layers_kept(hp.get('layers'))}, every "
-        f"weight trained, on {where_trained(hp)}: {train.get('train_minutes')} minutes, "
-        f"{train.get('epoch')} epochs, batch {hp.get('batch_size')}, AdamW lr {hp.get('lr')}, "
-        f"seed {hp.get('seed')}; `python tools/train_e5_heads.py {task} --workdir "
-        f".cache/train/{base['dir']} {train_flags(hp)}`. Stage 2 is the run below, from "
-        "stage 1's best checkpoint.",
+        i
+        for i, stage in enumerate(stages, 1)
+        if not stage.get("hparams", {}).get("freeze_embeddings")
     ]
 
 
@@ -362,24 +400,37 @@ def run_lines(hp: dict[str, Any], train: dict[str, Any], task: str, workdir: str
     ]
 
 
+def ingredient_workdir(ing: dict[str, Any]) -> tuple[str | None, str]:
+    """A soup member's training workdir under .cache/train and its label: from the directory it
+    was read from here (a run's best/ or final/, or a checkpoint directory of its own, such as one
+    rebuilt from a GPU's differences), else from the workdir its run recorded."""
+    if ing.get("dir"):
+        path = Path(ing["dir"])
+        if path.name in ("best", "final"):
+            return path.parent.name, f"{path.parent.name}/{path.name}"
+        return path.name, path.name
+    return ing.get("workdir"), f"{ing.get('workdir')}/{ing.get('checkpoint')}"
+
+
 def soup_lines(soup: dict[str, Any], task: str, then_export: bool = True) -> list[str]:
     """A greedy soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how."""
     rows, runs = [], {}
     for ing in soup["ingredients"]:
         hp = ing.get("hparams", {})
-        if ing.get("workdir"):
-            runs.setdefault(ing["workdir"], hp)
+        workdir, label = ingredient_workdir(ing)
+        if workdir:
+            runs.setdefault(workdir, hp)
         where = (
             f"the shipped `{ing['rebuilt_from']}` rebuilt by tools/onnx_to_hf.py"
             if ing.get("rebuilt_from")
-            else f"`{ing.get('workdir')}/{ing.get('checkpoint')}`"
+            else f"`{label}`"
         )
         rows.append(
             f"  - {where}: {layers_kept(hp.get('layers'))}, seed {ing.get('seed')}, epoch "
             f"{ing.get('epoch')} of {ing.get('epochs_planned')} (AdamW lr {hp.get('lr')}, batch "
             f"{hp.get('batch_size')}, max {hp.get('max_len')} pieces, {hp.get('warmup')} warmup + "
             f"linear decay, dropout {hp.get('dropout')}; {ing.get('train_minutes')} minutes on "
-            f"a 2-core CPU), dev {_pct(ing['dev'])}"
+            f"{where_trained(hp)}), dev {_pct(ing['dev'])}"
         )
     return [
         '- A weight average ("model soup") of fine-tuned checkpoints that all started from the '
@@ -437,8 +488,10 @@ def write_e5_card(
         + (
             "every weight trained but the word-embedding table, which stays the imported 4-bit "
             "blocks (and ships as them)"
-            if hp.get("freeze_embeddings") and not base_lines(bundle.get("base_training"), task)
-            else "every weight trained (the word-embedding table in stage 1 only)"
+            if hp.get("freeze_embeddings") and not table_stages(bundle)
+            else "every weight trained (the word-embedding table in stage "
+            + " and ".join(map(str, table_stages(bundle)))
+            + " only)"
             if hp.get("freeze_embeddings")
             else "every weight trained"
         )
@@ -453,7 +506,16 @@ def write_e5_card(
         "## Training",
         "",
         *continued_lines(bundle.get("continued_from"), task, name, bundle.get("base_training")),
-        *([] if bundle.get("continued_from") else base_lines(bundle.get("base_training"), task)),
+        *(
+            []
+            if bundle.get("continued_from")
+            else base_lines(
+                bundle.get("base_training"),
+                task,
+                bundle.get("earlier_stages"),
+                soup_below=bool(bundle.get("soup")),
+            )
+        ),
         *(
             soup_lines(bundle["soup"], task)
             if bundle.get("soup")

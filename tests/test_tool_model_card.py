@@ -1,0 +1,65 @@
+"""tools/export_e5_heads.py and tools/model_card.py: a head trained in several stages names every
+stage on its card, first first, with the flags each stage ran with (a card that called the
+second stage "stage 1" shipped before this was fixed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import export_e5_heads  # noqa: E402
+import model_card  # noqa: E402
+
+
+def stage(path: Path, base: Path, **hp: object) -> Path:
+    path.mkdir(parents=True)
+    info = {
+        "step": 10,
+        "epoch": 1.0,
+        "train_minutes": 2.5,
+        "hparams": {"task": "ner", "base": str(base), "layers": 0, "lr": 1e-5, "seed": 1, **hp},
+    }
+    (path / "training_info.json").write_text(json.dumps(info), "utf-8")
+    return path
+
+
+def test_every_earlier_stage_is_recorded_first_first(tmp_path: Path) -> None:
+    imported = tmp_path / "zh-en"
+    imported.mkdir()  # the import: no training_info.json
+    s1 = stage(tmp_path / "s1", imported, device="cuda", seed=42)
+    s2 = stage(tmp_path / "s2", s1, freeze_embeddings=True, seed=45)
+    record = export_e5_heads.base_record(s2)
+    assert record["base_training"]["dir"] == "s2"
+    assert [s["dir"] for s in record["earlier_stages"]] == ["s1", "s2"]
+    assert "earlier_stages" not in export_e5_heads.base_record(s1)  # one stage: as before
+    assert export_e5_heads.base_record(imported) == {}
+    lines = model_card.base_lines(
+        record["base_training"], "ner", record["earlier_stages"], soup_below=True
+    )
+    assert lines[0].startswith("- Three stages")
+    assert lines[1].startswith("- Stage 1 (`s1`)") and "every weight trained, on a GPU" in lines[1]
+    assert "--workdir .cache/train/s1 --device cuda" in lines[1]
+    assert lines[2].startswith("- Stage 2 (`s2`)") and "but the word-embedding table" in lines[2]
+    assert "--freeze-embeddings" in lines[2] and "--seed 45" in lines[2]
+    assert lines[3] == (
+        "- Stage 3 is the weight average below: its members trained from stage 2 or are stage 2 "
+        "itself."
+    )
+    assert model_card.table_stages(record) == [1]
+    older = model_card.base_lines(record["base_training"], "ner")  # a bundle from before
+    assert older[0].startswith("- Two stages") and older[-1].endswith("stage 1's best checkpoint.")
+
+
+def test_a_soup_member_is_named_by_the_directory_it_was_read_from() -> None:
+    gpu = {"dir": ".cache/train/gpu-ner-c1", "workdir": "c1", "checkpoint": "gpu-ner-c1"}
+    assert model_card.ingredient_workdir(gpu) == ("gpu-ner-c1", "gpu-ner-c1")
+    run = {"dir": ".cache/train/cpu-ner-c3/best", "workdir": "cpu-ner-c3", "checkpoint": "best"}
+    assert model_card.ingredient_workdir(run) == ("cpu-ner-c3", "cpu-ner-c3/best")
+    assert model_card.ingredient_workdir({"workdir": "w", "checkpoint": "final"}) == (
+        "w",
+        "w/final",
+    )
