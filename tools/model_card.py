@@ -207,6 +207,17 @@ def layers_kept(layers: int | None) -> str:
     return f"the first {layers} of the 12 encoder layers kept"
 
 
+OTHER_DEFAULTS = {  # train_e5_heads.py's numeric flags the card names only when changed
+    "max_len": 128,
+    "dropout": 0.1,
+    "weight_decay": 0.01,
+    "warmup": 0.06,
+    "clip": 1.0,
+    "llrd": 1.0,
+    "label_smoothing": 0.0,
+}
+
+
 def train_flags(hp: dict[str, Any]) -> str:
     """The train_e5_heads.py flags that differ from its defaults (base, layers and epochs always)."""
     flags = []
@@ -222,6 +233,9 @@ def train_flags(hp: dict[str, Any]) -> str:
         flags.append("--freeze-embeddings")
     if hp.get("lr") not in (None, 1e-4):
         flags.append(f"--lr {hp.get('lr'):g}")
+    for key, default in OTHER_DEFAULTS.items():
+        if hp.get(key) not in (None, default):
+            flags.append(f"--{key.replace('_', '-')} {hp[key]:g}")
     if hp.get("crf"):
         flags.append("--crf")
         if hp.get("crf_lr") not in (None, 1e-2):
