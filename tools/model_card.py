@@ -272,7 +272,7 @@ def base_lines(
     """Runs that started from other runs of this tool (not the import, not a shipped model):
     every earlier stage, first first (`earlier`, from bundle.json's earlier_stages; older
     bundles name only the last one, `base`), then the run or soup below."""
-    stages = earlier or ([base] if base else [])
+    stages = stage_list(base, earlier)
     if not stages or any(s.get("soup") or not s.get("hparams") for s in stages):
         return []
     n = len(stages)
@@ -302,10 +302,17 @@ def base_lines(
     return lines
 
 
+def stage_list(
+    base: dict[str, Any] | None, earlier: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The earlier stages, first first: bundle.json's earlier_stages, or for a bundle from before
+    it, the one base_training it names."""
+    return earlier or ([base] if base else [])
+
+
 def table_stages(bundle: dict[str, Any]) -> list[int]:
     """The earlier stages (numbered from 1) that trained the word-embedding table."""
-    base = bundle.get("base_training")
-    stages = bundle.get("earlier_stages") or ([base] if base else [])
+    stages = stage_list(bundle.get("base_training"), bundle.get("earlier_stages"))
     return [
         i
         for i, stage in enumerate(stages, 1)
@@ -482,6 +489,7 @@ def write_e5_card(
     evaluation, chosen = bundle["evaluation"], export["weights"]
     infer_task = "token_cls" if task == "ner" else "seq_cls"
     workdir = Path(str(hp.get("workdir") or f"e5-{task}")).name
+    table_trained = table_stages(bundle)
     lines = [
         f"# {name}",
         "",
@@ -502,9 +510,9 @@ def write_e5_card(
         + (
             "every weight trained but the word-embedding table, which stays the imported 4-bit "
             "blocks (and ships as them)"
-            if hp.get("freeze_embeddings") and not table_stages(bundle)
+            if hp.get("freeze_embeddings") and not table_trained
             else "every weight trained (the word-embedding table in stage "
-            + " and ".join(map(str, table_stages(bundle)))
+            + " and ".join(map(str, table_trained))
             + " only)"
             if hp.get("freeze_embeddings")
             else "every weight trained"
