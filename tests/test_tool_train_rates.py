@@ -1,11 +1,14 @@
-"""tools/train_e5_heads.py --llrd and --label-smoothing: each parameter trains at the rate its
-depth says, the old two-group optimizer is unchanged when the decay is 1 (so older runs resume
-on the same trajectory), and the smoothed loss is the one the flag names."""
+"""tools/train_e5_heads.py --llrd, --label-smoothing and --train-on-dev: each parameter trains at
+the rate its depth says, the old two-group optimizer is unchanged when the decay is 1 (so older
+runs resume on the same trajectory), the smoothed loss is the one the flag names, and a final fit
+trains on the dev texts too and leaves no dev-chosen best/."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,3 +102,39 @@ def test_bad_values_and_the_wrong_task_are_one_sentence(
     )
     assert code == 2 and "with the sentiment task only" in capsys.readouterr().err
     assert not work.exists()
+
+
+def test_train_on_dev_trains_on_dev_and_chooses_nothing_by_it(tmp_path: Path) -> None:
+    base = tiny_member(tmp_path / "base", 1, layers=2)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # final/ copies them
+        (base / name).write_text("{}", "utf-8")
+    steps = {}
+    for flags in ([], ["--train-on-dev"]):
+        work = tmp_path / ("td" if flags else "plain")
+        work.mkdir()
+        shutil.copy(tiny_data(tmp_path / "data.pkl"), work / "data.pkl")
+        args = ["sentiment", "--workdir", str(work), "--base", str(base), "--layers", "0"]
+        args += ["--epochs", "1", "--batch-size", "4", "--eval-minutes", "0", "--threads", "1"]
+        assert train_e5_heads.main(args + flags) == 0
+        log = [json.loads(line) for line in (work / "history.jsonl").read_text().splitlines()]
+        evals = [r for r in log if r.get("kind") == "eval"]
+        assert evals and evals[-1]["dev"]["n"] == 8 and evals[-1]["heldout"]["n"] == 8
+        steps[bool(flags)] = json.loads((work / "DONE").read_text())["step"]
+        info = json.loads((work / "final" / "training_info.json").read_text())
+        assert info["hparams"]["train_on_dev"] is bool(flags)
+        assert (work / "best").exists() is not bool(flags)
+    assert steps == {False: 2, True: 4}  # 8 training texts, then 8 + 8 dev, in batches of 4
+
+
+def test_train_on_dev_is_refused_where_there_is_no_dev_to_add(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tiny_member(tmp_path / "base", 1)
+    for task, extra in (("ner", []), ("sentiment", ["--dev-size", "0"])):
+        work = tmp_path / task
+        code = train_e5_heads.main(
+            [task, "--workdir", str(work), "--base", str(base), "--train-on-dev", *extra]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "--dev-size above 0" in err
+        assert not work.exists()

@@ -206,8 +206,11 @@ class E5Trainer:
             )
         score = dev["viterbi"]["f1"] if self.ner else dev["accuracy"]
         self.record(record)
-        if self.args.dev_size and (
-            self.state["best"] is None or score > self.state["best"]["score"]
+        trained_on_dev = getattr(self.args, "train_on_dev", False)  # dev then chooses nothing
+        if (
+            self.args.dev_size
+            and not trained_on_dev
+            and (self.state["best"] is None or score > self.state["best"]["score"])
         ):
             self.state["best"] = {
                 "score": score,

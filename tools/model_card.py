@@ -246,6 +246,8 @@ def train_flags(hp: dict[str, Any]) -> str:
         flags.append("--exclude-train " + " ".join(repo_path(Path(f)) for f in hp["exclude_train"]))
     if hp.get("hold_out_fold"):
         flags.append(f"--hold-out-fold {hp['hold_out_fold']}")
+    if hp.get("train_on_dev"):
+        flags.append("--train-on-dev")
     return " ".join(flags)
 
 

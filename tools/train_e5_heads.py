@@ -57,6 +57,7 @@ TRAJECTORY_KEYS = (
     "hold_out_fold",
     "llrd",
     "label_smoothing",
+    "train_on_dev",
 )
 # Keys added after runs were started, with the value those runs had.
 ADDED_KEYS = {
@@ -66,6 +67,7 @@ ADDED_KEYS = {
     "hold_out_fold": None,
     "llrd": 1.0,
     "label_smoothing": 0.0,
+    "train_on_dev": False,
 }
 
 
@@ -199,6 +201,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sentiment: K/N leaves fold K of N of the training split out (drawn with the split "
         "seed), so that ensemble_e5_heads.py --flag-fold K/N can score it out of sample",
     )
+    p.add_argument(
+        "--train-on-dev",
+        action="store_true",
+        help="sentiment: the dev split's texts join the training set (a final fit once a recipe "
+        "is chosen); dev is then scored but no best/ is written: final/ is the run's output",
+    )
     p.add_argument("--batch-size", type=number_arg(int, 1, low_ok=True), default=32)
     p.add_argument(
         "--max-len", type=number_arg(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
@@ -299,6 +307,17 @@ def hold_out_fold(data: dict, fold: str, seed: int, split_texts: list[str]) -> d
     return keep_train(data, keep, "held_out_fold_texts")
 
 
+def add_dev_to_train(data: dict) -> dict:
+    """`data` whose training split also holds every dev example (dev itself stays, to be scored)."""
+    train, dev = data["train"], data["dev"]
+    joined = {
+        "examples": train["examples"] + dev["examples"],
+        "texts": train["texts"] + dev["texts"],
+    }
+    facts = {**data.get("facts", {}), "dev_texts_trained_on": len(dev["texts"])}
+    return {**data, "train": joined, "facts": facts}
+
+
 def load_data(a: argparse.Namespace, work: Path) -> dict:
     data_file = work / "data.pkl"
     if data_file.exists():
@@ -357,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if a.train_on_dev and (a.task != "sentiment" or not a.dev_size):
+        print(
+            "--train-on-dev adds the dev split to training: use it with the sentiment task and a "
+            "--dev-size above 0.",
+            file=sys.stderr,
+        )
+        return 2
     for listed in a.exclude_train or ():
         if not Path(listed).is_file():
             print(f"--exclude-train {listed} is not a file: pass the JSONL list.", file=sys.stderr)
@@ -396,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if a.hold_out_fold:  # drawn over the whole training split, whatever was excluded
         data = hold_out_fold(data, a.hold_out_fold, a.split_seed, split_texts)
-    if a.hold_out_fold or a.exclude_train:
+    if a.train_on_dev:  # after the exclusions, which name training texts only
+        data = add_dev_to_train(data)
+    if a.hold_out_fold or a.exclude_train or a.train_on_dev:
         print(f"training on {len(data['train']['texts'])} texts: {data['facts']}", flush=True)
     import torch
 
