@@ -135,3 +135,30 @@ def test_crf_tables_are_averaged_with_the_weights(tmp_path: Path) -> None:
     for key in ("crf::transitions", "crf::start", "crf::end"):
         assert torch.allclose(mean[key], torch.ones_like(mean[key]))
     assert not any("crf" in k for k in soup.load_member(tiny_member(tmp_path / "c", 3)))
+
+
+def test_members_trained_on_dev_need_the_uniform_average(tmp_path: Path, capsys) -> None:
+    """A --train-on-dev member has learnt dev: the greedy rule is refused, --uniform writes the
+    mean of every member, whatever their dev scores."""
+    from safetensors.torch import load_file
+
+    pkl = tiny_data(tmp_path / "data.pkl")
+    members = [tiny_member(tmp_path / f"m{i}", i) for i in range(3)]
+    hp = {"workdir": str(tmp_path / "run"), "seed": 1, "train_on_dev": True}
+    (members[1] / "training_info.json").write_text(json.dumps({"hparams": hp}), "utf-8")
+    out = tmp_path / "soup"
+    args = ["sentiment", "--members", *map(str, members), "--out", str(out), "--data", str(pkl)]
+    assert soup.main([*args, "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on the dev split" in err and "--uniform" in err and err.count("\n") == 1
+    assert not out.exists()
+    assert soup.main([*args, "--threads", "1", "--uniform"]) == 0
+    info = json.loads((out / "soup_info.json").read_text("utf-8"))
+    assert info["greedy"]["soup"] == "uniform" and info["rule"].startswith("uniform average")
+    assert info["greedy"]["ingredients"] == [str(m) for m in members]
+    written = load_file(str(out / "model.safetensors"))
+    mean = soup.average([soup.load_member(m) for m in members])
+    for key, value in written.items():
+        torch.testing.assert_close(value, mean[key])
+    record = json.loads((out / "training_info.json").read_text("utf-8"))["soup"]
+    assert record["dev_trained_on"] is True and record["command"].endswith("--uniform")

@@ -13,6 +13,10 @@ shipped heads). The greedy soup is written to --out (a save_pretrained directory
 export_e5_heads.py --checkpoint takes) with soup_info.json; it is never worse on dev than the
 best member, and no other split takes part in the choice. --report adds the held-out / test
 scores of every candidate to soup_info.json, for the record only.
+
+--uniform writes the uniform average of every member instead, a rule fixed before any score is
+seen. Members trained with train_e5_heads.py --train-on-dev have learnt the dev split, so dev
+cannot choose among them: they need --uniform (dev is still scored, for the record).
 """
 
 from __future__ import annotations
@@ -147,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--report", action="store_true", help="also score held-out / test (not used to choose)"
     )
+    p.add_argument(
+        "--uniform",
+        action="store_true",
+        help="write the uniform average of every member, not the greedy soup on dev (members "
+        "trained with --train-on-dev need it)",
+    )
     a = p.parse_args(argv)
     if len(a.members) < 2:
         print("soup_e5_heads: pass at least two --members.", file=sys.stderr)
@@ -154,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     why = check_members(a.members)
     if why:
         print(f"soup_e5_heads: {why}", file=sys.stderr)
+        return 2
+    on_dev = [str(m) for m in a.members if provenance(m).get("hparams", {}).get("train_on_dev")]
+    if on_dev and not a.uniform:
+        print(
+            f"soup_e5_heads: {', '.join(on_dev)} trained on the dev split, so dev cannot choose a "
+            "greedy soup: pass --uniform.",
+            file=sys.stderr,
+        )
         return 2
     if a.out.exists():
         print(f"soup_e5_heads: {a.out} exists: pass a new --out.", file=sys.stderr)
@@ -207,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(uniform), flush=True)
     order = sorted(range(len(states)), key=lambda i: -members[i]["dev"])  # stable: ties keep order
     kept, best_dev = [order[0]], members[order[0]]["dev"]
+    if a.uniform:
+        kept, order = list(range(len(states))), []
     for i in order[1:]:
         dev = scores(average([states[j] for j in kept + [i]]), ("dev",))["dev"]
         print(json.dumps({"try": str(a.members[i]), "dev": dev, "kept_dev": best_dev}), flush=True)
@@ -214,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
             kept, best_dev = kept + [i], dev
     greedy_state = average([states[j] for j in kept])
     greedy = {
-        "soup": "greedy",
+        "soup": "uniform" if a.uniform else "greedy",
         "ingredients": [str(a.members[j]) for j in kept],
-        **scores(greedy_state, splits),
+        **(
+            {k: v for k, v in uniform.items() if k != "soup"}
+            if a.uniform
+            else scores(greedy_state, splits)
+        ),
     }
     print(json.dumps(greedy), flush=True)
 
@@ -230,8 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in TOKENIZER_FILES:
         if (a.members[0] / name).is_file():
             shutil.copy2(a.members[0] / name, tmp / name)
+    rule = (
+        "uniform average of every member (fixed before scoring)"
+        if a.uniform
+        else "greedy soup on dev (members by dev score; each kept if dev does not drop)"
+    )
     info = {
-        "rule": "greedy soup on dev (members by dev score; each kept if dev does not drop)",
+        "rule": rule,
         "members": members,
         "uniform": uniform,
         "greedy": greedy,
@@ -252,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             "rule": info["rule"],
             "dev": greedy["dev"],
             "uniform_dev": uniform["dev"],
+            "dev_trained_on": bool(on_dev),
             "ingredients": ingredients,
             "members_dev": {m["member"]: m["dev"] for m in members},
             "command": "python tools/soup_e5_heads.py "
-            + " ".join([a.task, "--members", *map(str, a.members), "--out", str(a.out)]),
+            + " ".join([a.task, "--members", *map(str, a.members), "--out", str(a.out)])
+            + (" --uniform" if a.uniform else ""),
         },
     }
     (tmp / "training_info.json").write_text(json.dumps(training_info, indent=1), "utf-8")
