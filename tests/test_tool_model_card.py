@@ -72,3 +72,44 @@ def test_the_command_names_every_flag_that_changed_the_run() -> None:
     assert model_card.train_flags(hp) == (
         "--layers 11 --epochs 3 --max-len 256 --llrd 0.9 --label-smoothing 0.1"
     )
+    assert model_card.train_flags({**hp, "train_on_dev": True}).endswith(" --train-on-dev")
+
+
+def soup_record(**extra: object) -> dict:
+    hp = {"layers": 0, "epochs": 1, "lr": 1e-5, "seed": 45, "split_seed": 42}
+    ingredients = [
+        {"dir": f".cache/train/{wd}", "seed": 45, "epoch": 1.0, "hparams": hp, "dev": 0.93}
+        for wd in ("gpu-ner-c1", "cpu-ner-c3/best")
+    ]
+    return {
+        "rule": "greedy soup on dev",
+        "dev": 0.935,
+        "uniform_dev": 0.934,
+        "ingredients": ingredients,
+        "members_dev": {i["dir"]: 0.93 for i in ingredients},
+        "command": "python tools/soup_e5_heads.py ner --members ... --out .cache/train/soup",
+        **extra,
+    }
+
+
+def test_a_soup_does_not_repeat_the_command_of_a_stage_above() -> None:
+    commands = [
+        line
+        for line in model_card.soup_lines(
+            soup_record(), "ner", stage_dirs=frozenset({"gpu-ner-c1"})
+        )
+        if line.startswith("- Commands:")
+    ]
+    assert len(commands) == 1
+    assert "--workdir .cache/train/cpu-ner-c3 " in commands[0]
+    assert "--workdir .cache/train/gpu-ner-c1 " not in commands[0]
+    everything = "\n".join(model_card.soup_lines(soup_record(), "ner"))
+    assert "--workdir .cache/train/gpu-ner-c1 " in everything
+
+
+def test_a_soup_of_runs_trained_on_dev_does_not_claim_dev_chose_it() -> None:
+    text = "\n".join(model_card.soup_lines(soup_record(dev_trained_on=True), "sentiment"))
+    assert "trained on the dev split too" in text and "no split chose among them" in text
+    assert "took no part in the choice" not in text
+    plain = "\n".join(model_card.soup_lines(soup_record(), "sentiment"))
+    assert "took no part in the choice" in plain and "trained on the dev split" not in plain

@@ -435,13 +435,19 @@ def ingredient_workdir(ing: dict[str, Any]) -> tuple[str | None, str]:
     return ing.get("workdir"), f"{ing.get('workdir')}/{ing.get('checkpoint')}"
 
 
-def soup_lines(soup: dict[str, Any], task: str, then_export: bool = True) -> list[str]:
-    """A greedy soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how."""
+def soup_lines(
+    soup: dict[str, Any],
+    task: str,
+    then_export: bool = True,
+    stage_dirs: frozenset[str] = frozenset(),
+) -> list[str]:
+    """A soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how. The commands
+    of runs in `stage_dirs` are given by their stage lines above, so they are not repeated."""
     rows, runs = [], {}
     for ing in soup["ingredients"]:
         hp = ing.get("hparams", {})
         workdir, label = ingredient_workdir(ing)
-        if workdir:
+        if workdir and workdir not in stage_dirs:
             runs.setdefault(workdir, hp)
         where = (
             f"the shipped `{ing['rebuilt_from']}` rebuilt by tools/onnx_to_hf.py"
@@ -455,13 +461,22 @@ def soup_lines(soup: dict[str, Any], task: str, then_export: bool = True) -> lis
             f"linear decay, dropout {hp.get('dropout')}; {ing.get('train_minutes')} minutes on "
             f"{where_trained(hp)}), dev {_pct(ing['dev'])}"
         )
-    return [
-        '- A weight average ("model soup") of fine-tuned checkpoints that all started from the '
-        "same weights, with the same recipe but for the seed and the number of epochs. "
-        f"Rule: {soup['rule']}; the soup scores {_pct(soup['dev'])} on the 1,000-example dev "
+    chosen = (
+        f"Rule: {soup['rule']}: the members trained on the dev split too (`--train-on-dev`), so "
+        f"no split chose among them (dev, trained on, scores {_pct(soup['dev'])}). Ingredients:"
+        if soup.get("dev_trained_on")
+        else f"Rule: {soup['rule']}; the soup scores {_pct(soup['dev'])} on the 1,000-example dev "
         f"split of the training data (uniform average of all candidates: "
         f"{_pct(soup['uniform_dev'])}), and the held-out / test split took no part in the choice. "
-        "Ingredients:",
+        "Ingredients:"
+    )
+    commands = [
+        f"`python tools/train_e5_heads.py {task} --workdir .cache/train/{wd} {train_flags(hp)}`"
+        for wd, hp in runs.items()
+    ]
+    return [
+        '- A weight average ("model soup") of fine-tuned checkpoints that all started from the '
+        "same weights, with the same recipe but for the seed and the number of epochs. " + chosen,
         *rows,
         "- Candidates and their dev scores: "
         + ", ".join(
@@ -470,11 +485,8 @@ def soup_lines(soup: dict[str, Any], task: str, then_export: bool = True) -> lis
         )
         + ".",
         "- Commands: "
-        + ", ".join(
-            f"`python tools/train_e5_heads.py {task} --workdir .cache/train/{wd} {train_flags(hp)}`"
-            for wd, hp in runs.items()
-        )
-        + f", then `{soup['command']}`"
+        + (", ".join(commands) + ", then " if commands else "the stages' above, then ")
+        + f"`{soup['command']}`"
         + (
             f", then `python tools/export_e5_heads.py {task} --checkpoint <soup>`."
             if then_export
@@ -492,6 +504,8 @@ def write_e5_card(
     infer_task = "token_cls" if task == "ner" else "seq_cls"
     workdir = Path(str(hp.get("workdir") or f"e5-{task}")).name
     table_trained = table_stages(bundle)
+    stages = stage_list(bundle.get("base_training"), bundle.get("earlier_stages"))
+    stage_dirs = frozenset(str(s.get("dir")) for s in stages)
     lines = [
         f"# {name}",
         "",
@@ -541,7 +555,7 @@ def write_e5_card(
             )
         ),
         *(
-            soup_lines(bundle["soup"], task)
+            soup_lines(bundle["soup"], task, stage_dirs=stage_dirs)
             if bundle.get("soup")
             else run_lines(hp, train, task, workdir)
         ),
