@@ -111,5 +111,6 @@ def test_a_soup_of_runs_trained_on_dev_does_not_claim_dev_chose_it() -> None:
     text = "\n".join(model_card.soup_lines(soup_record(dev_trained_on=True), "sentiment"))
     assert "trained on the dev split too" in text and "no split chose among them" in text
     assert "took no part in the choice" not in text
+    assert "- Candidates and their dev scores (trained on): " in text
     plain = "\n".join(model_card.soup_lines(soup_record(), "sentiment"))
     assert "took no part in the choice" in plain and "trained on the dev split" not in plain

@@ -444,6 +444,7 @@ def soup_lines(
     """A soup (tools/soup_e5_heads.py): which checkpoints were averaged, chosen how. The commands
     of runs in `stage_dirs` are given by their stage lines above, so they are not repeated."""
     rows, runs = [], {}
+    on_dev = " (trained on)" if soup.get("dev_trained_on") else ""
     for ing in soup["ingredients"]:
         hp = ing.get("hparams", {})
         workdir, label = ingredient_workdir(ing)
@@ -459,7 +460,7 @@ def soup_lines(
             f"{ing.get('epoch')} of {ing.get('epochs_planned')} (AdamW lr {hp.get('lr')}, batch "
             f"{hp.get('batch_size')}, max {hp.get('max_len')} pieces, {hp.get('warmup')} warmup + "
             f"linear decay, dropout {hp.get('dropout')}; {ing.get('train_minutes')} minutes on "
-            f"{where_trained(hp)}), dev {_pct(ing['dev'])}"
+            f"{where_trained(hp)}), dev {_pct(ing['dev'])}{on_dev}"
         )
     chosen = (
         f"Rule: {soup['rule']}: the members trained on the dev split too (`--train-on-dev`), so "
@@ -478,7 +479,7 @@ def soup_lines(
         '- A weight average ("model soup") of fine-tuned checkpoints that all started from the '
         "same weights, with the same recipe but for the seed and the number of epochs. " + chosen,
         *rows,
-        "- Candidates and their dev scores: "
+        f"- Candidates and their dev scores{on_dev}: "
         + ", ".join(
             f"`{Path(m).parent.name}/{Path(m).name}` {_pct(d)}"
             for m, d in soup["members_dev"].items()
