@@ -312,9 +312,11 @@ def stage_list(
     return earlier or ([base] if base else [])
 
 
-def table_stages(bundle: dict[str, Any]) -> list[int]:
-    """The earlier stages (numbered from 1) that trained the word-embedding table."""
-    stages = stage_list(bundle.get("base_training"), bundle.get("earlier_stages"))
+def table_stages(bundle: dict[str, Any], stages: list[dict[str, Any]] | None = None) -> list[int]:
+    """The earlier stages (numbered from 1) that trained the word-embedding table; `stages`, when
+    the caller has them, is stage_list of the bundle."""
+    if stages is None:
+        stages = stage_list(bundle.get("base_training"), bundle.get("earlier_stages"))
     return [
         i
         for i, stage in enumerate(stages, 1)
@@ -486,7 +488,7 @@ def soup_lines(
         )
         + ".",
         "- Commands: "
-        + (", ".join(commands) + ", then " if commands else "the stages' above, then ")
+        + (", ".join(commands) + ", then " if commands else "those of the stages above, then ")
         + f"`{soup['command']}`"
         + (
             f", then `python tools/export_e5_heads.py {task} --checkpoint <soup>`."
@@ -504,8 +506,8 @@ def write_e5_card(
     evaluation, chosen = bundle["evaluation"], export["weights"]
     infer_task = "token_cls" if task == "ner" else "seq_cls"
     workdir = Path(str(hp.get("workdir") or f"e5-{task}")).name
-    table_trained = table_stages(bundle)
     stages = stage_list(bundle.get("base_training"), bundle.get("earlier_stages"))
+    table_trained = table_stages(bundle, stages)
     stage_dirs = frozenset(str(s.get("dir")) for s in stages)
     lines = [
         f"# {name}",

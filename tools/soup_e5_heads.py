@@ -221,27 +221,28 @@ def main(argv: list[str] | None = None) -> int:
     for m, s in zip(a.members, states):
         members.append({"member": str(m), **scores(s, splits)})
         print(json.dumps(members[-1]), flush=True)
-    uniform = {"soup": "uniform", **scores(average(states), splits)}
+    uniform_state = average(states)
+    uniform = {"soup": "uniform", **scores(uniform_state, splits)}
     print(json.dumps(uniform), flush=True)
-    order = sorted(range(len(states)), key=lambda i: -members[i]["dev"])  # stable: ties keep order
-    kept, best_dev = [order[0]], members[order[0]]["dev"]
-    if a.uniform:
-        kept, order = list(range(len(states))), []
-    for i in order[1:]:
-        dev = scores(average([states[j] for j in kept + [i]]), ("dev",))["dev"]
-        print(json.dumps({"try": str(a.members[i]), "dev": dev, "kept_dev": best_dev}), flush=True)
-        if dev >= best_dev:
-            kept, best_dev = kept + [i], dev
-    greedy_state = average([states[j] for j in kept])
-    greedy = {
-        "soup": "uniform" if a.uniform else "greedy",
-        "ingredients": [str(a.members[j]) for j in kept],
-        **(
-            {k: v for k, v in uniform.items() if k != "soup"}
-            if a.uniform
-            else scores(greedy_state, splits)
-        ),
-    }
+    if a.uniform:  # the rule was fixed before any score was seen: nothing to choose
+        kept, greedy_state = list(range(len(states))), uniform_state
+        greedy = {**uniform, "ingredients": [str(m) for m in a.members]}
+    else:
+        order = sorted(range(len(states)), key=lambda i: -members[i]["dev"])  # ties keep order
+        kept, best_dev = [order[0]], members[order[0]]["dev"]
+        for i in order[1:]:
+            dev = scores(average([states[j] for j in kept + [i]]), ("dev",))["dev"]
+            print(
+                json.dumps({"try": str(a.members[i]), "dev": dev, "kept_dev": best_dev}), flush=True
+            )
+            if dev >= best_dev:
+                kept, best_dev = kept + [i], dev
+        greedy_state = average([states[j] for j in kept])
+        greedy = {
+            "soup": "greedy",
+            "ingredients": [str(a.members[j]) for j in kept],
+            **scores(greedy_state, splits),
+        }
     print(json.dumps(greedy), flush=True)
 
     load(greedy_state)
