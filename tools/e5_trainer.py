@@ -23,6 +23,8 @@ sys.path.insert(0, str(TOOLS))
 import e5_heads_data as hd  # noqa: E402
 from train_default_models import Trainer as PaddleTrainer  # noqa: E402
 
+from ernie_deploy.convert.hf_mean_head import POOLING_KEY, mean_pooled_logits  # noqa: E402
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -58,6 +60,10 @@ class E5Trainer:
         if args.layers and args.layers < self.model.config.num_hidden_layers:
             self.model.roberta.encoder.layer = self.model.roberta.encoder.layer[: args.layers]
             self.model.config.num_hidden_layers = args.layers
+        # sentiment: "mean" reads the mean of the last hidden states (convert/hf_mean_head.py)
+        self.pooling = getattr(args, "pooling", "cls")
+        if not self.ner and (self.pooling == "mean" or hasattr(self.model.config, POOLING_KEY)):
+            setattr(self.model.config, POOLING_KEY, self.pooling)  # saved with the weights
         if args.freeze_embeddings:
             self.model.roberta.embeddings.word_embeddings.weight.requires_grad_(False)
         self.crf = None
@@ -156,12 +162,18 @@ class E5Trainer:
             for b in range(0, len(order), batch_size):
                 idx = order[b : b + batch_size]
                 ids, mask, _ = self.collate([examples[i] for i in idx])
-                lg = self.model(input_ids=self.tensor(ids), attention_mask=self.tensor(mask))
-                lg = lg.logits.float().cpu().numpy()
+                lg = self.forward(self.tensor(ids), self.tensor(mask))
+                lg = lg.float().cpu().numpy()
                 for k, i in enumerate(idx):
                     out[i] = lg[k, : len(examples[i][0])] if self.ner else lg[k]
         self.model.train()
         return out
+
+    def forward(self, ids: Any, mask: Any) -> Any:
+        """The model's logits for a collated batch (tensors), as its head reads them."""
+        if self.pooling == "mean":
+            return mean_pooled_logits(self.model, ids, mask)
+        return self.model(input_ids=ids, attention_mask=mask).logits
 
     def evaluate(self, split: str) -> dict:
         t0, limit = time.time(), self.args.limit_eval or None
@@ -319,14 +331,14 @@ class E5Trainer:
         ids, mask, lab = self.collate(batch)
         ids, mask, lab = self.tensor(ids), self.tensor(mask), self.tensor(lab)
         smoothing = getattr(self.args, "label_smoothing", 0.0)
-        if self.crf is None and smoothing and not self.ner:
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-            loss = torch.nn.functional.cross_entropy(logits, lab, label_smoothing=smoothing)
+        if not self.ner and (smoothing or self.pooling == "mean"):
+            loss = torch.nn.functional.cross_entropy(
+                self.forward(ids, mask), lab, label_smoothing=smoothing
+            )
         elif self.crf is None:
             loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
-            loss = self.crf(logits, lab, hd.IGNORE)
+            loss = self.crf(self.forward(ids, mask), lab, hd.IGNORE)
         loss.backward()
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.args.clip)

@@ -69,13 +69,15 @@ def check_members(members: list[Path]) -> str | None:
             cfg.get("num_labels", len(cfg.get("id2label", {}))),
             (m / "tokenizer.json").read_bytes() if (m / "tokenizer.json").is_file() else b"",
             (m / CRF_FILE).is_file(),
+            cfg.get("classifier_pooling") or "cls",  # train_e5_heads.py --pooling
         )
         if first is None:
             first = (m, shape)
         elif shape != first[1]:
             return (
                 f"{m} differs from {first[0]} in architecture, depth, vocabulary, labels, "
-                "tokenizer or CRF tables (train_e5_heads.py --crf): soup only members of one shape."
+                "tokenizer, CRF tables (train_e5_heads.py --crf) or pooling (--pooling): soup "
+                "only members of one shape."
             )
     return None
 

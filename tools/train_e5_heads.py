@@ -33,6 +33,8 @@ sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
 
+from ernie_deploy.convert.hf_mean_head import POOLING_KEY  # noqa: E402
+
 TRAJECTORY_KEYS = (
     "task",
     "base",
@@ -58,6 +60,7 @@ TRAJECTORY_KEYS = (
     "llrd",
     "label_smoothing",
     "train_on_dev",
+    "pooling",
 )
 # Keys added after runs were started, with the value those runs had.
 ADDED_KEYS = {
@@ -68,6 +71,7 @@ ADDED_KEYS = {
     "llrd": 1.0,
     "label_smoothing": 0.0,
     "train_on_dev": False,
+    "pooling": "cls",
 }
 
 
@@ -207,6 +211,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sentiment: the dev split's texts join the training set (a final fit once a recipe "
         "is chosen); dev is then scored but no best/ is written: final/ is the run's output",
     )
+    p.add_argument(
+        "--pooling",
+        choices=("cls", "mean"),
+        help="sentiment: what the classifier reads, the first token's vector (cls) or the mean of "
+        "all the tokens' (mean, the vector E5 was pretrained to give; config.json then says "
+        "classifier_pooling mean, which convert hf exports); default: the --base config's, else cls",
+    )
     p.add_argument("--batch-size", type=number_arg(int, 1, low_ok=True), default=32)
     p.add_argument(
         "--max-len", type=number_arg(int, 3, low_ok=True), default=128, help="pieces incl. <s>/</s>"
@@ -249,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.epochs = a.epochs or 3
     a.split_seed = a.seed if a.split_seed is None else a.split_seed
     a.base = str(Path(a.base).resolve())
+    if a.pooling is None:  # a mean-pooled checkpoint as the base (a second stage, a soup)
+        a.pooling = base_pooling(Path(a.base)) if a.task == "sentiment" else "cls"
     a.exclude_train_sha256 = None
     if a.exclude_train is not None:  # kept as str: hparams.json and training_info.json
         a.exclude_train = [str(f.resolve()) for f in a.exclude_train]
@@ -256,6 +269,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             listed = b"".join(Path(f).read_bytes() for f in a.exclude_train)
             a.exclude_train_sha256 = hashlib.sha256(listed).hexdigest()
     return a
+
+
+def base_pooling(base: Path) -> str:
+    """The classifier pooling a base's config.json names ("cls" without one)."""
+    try:
+        config = json.loads((base / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return "cls"  # main() reports a base that is not a model directory
+    return "mean" if config.get(POOLING_KEY) == "mean" else "cls"
 
 
 def _fold(text: str) -> str:
@@ -362,6 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.crf and a.task != "ner":
         print("--crf tags words: use it with the ner task only.", file=sys.stderr)
+        return 2
+    if a.pooling == "mean" and a.task != "sentiment":
+        print(
+            "--pooling mean pools a whole text for one label: use it with the sentiment task only.",
+            file=sys.stderr,
+        )
         return 2
     if a.label_smoothing and a.task != "sentiment":
         print(

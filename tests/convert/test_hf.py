@@ -91,3 +91,67 @@ def test_failures_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(VerificationError):
         convert_hf(src.path, tmp_path / "out", labels="O,B-X,I-X")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "src"]
+
+
+def _mean_head_source(tmp_path: Path, pooling: str = "mean") -> Path:
+    """A tiny two-label XLM-R classifier saved as a user saves it, config.json naming the pooling."""
+    import json
+
+    import torch
+    import transformers
+
+    src = _models.build_xlmr_rerank(tmp_path / "src", keep_weights=True).path
+    (src / "model.onnx").unlink(missing_ok=True)
+    config = transformers.AutoConfig.from_pretrained(str(src))
+    config.num_labels, config.id2label = 2, {0: "negative", 1: "positive"}
+    config.label2id = {"negative": 0, "positive": 1}
+    torch.manual_seed(1)
+    transformers.XLMRobertaForSequenceClassification(config).save_pretrained(str(src))
+    saved = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**saved, "classifier_pooling": pooling}))
+    return src
+
+
+def test_mean_pooled_classifier_reads_the_mean_of_the_tokens(tmp_path: Path) -> None:
+    import torch
+    import transformers
+
+    from ernie_deploy.tasks.batching import Encoded, pad
+
+    src = _mean_head_source(tmp_path)
+    report = convert_hf(src, tmp_path / "out")
+    assert report.task == "seq_cls" and report.labels == ("negative", "positive")
+    assert "mean-pooled head" in report.source and report.parity.max_abs_diff <= TOL
+    cls = ernie_deploy.load(tmp_path / "out")
+    assert isinstance(cls, ernie_deploy.SequenceClassifier)
+    tok = cls.engine.tokenizer
+    feats = pad([Encoded(*tok.build_inputs(t.ids, None)[:2]) for t in tok.tokenize(TEXTS)], 1)
+    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(str(src)).eval()
+    ids, mask = (torch.from_numpy(feats[k]) for k in ("input_ids", "attention_mask"))
+    with torch.no_grad():  # the reference written out: masked mean, dense, tanh, out_proj
+        hidden = model.roberta(input_ids=ids, attention_mask=mask)[0].numpy()
+        first_token = model(input_ids=ids, attention_mask=mask).logits.numpy()
+    m = feats["attention_mask"][..., None].astype(np.float32)
+    mean = (hidden * m).sum(1) / m.sum(1)
+    head = {k: v.detach().numpy() for k, v in model.classifier.state_dict().items()}
+    dense = np.tanh(mean @ head["dense.weight"].T + head["dense.bias"])
+    expected = dense @ head["out_proj.weight"].T + head["out_proj.bias"]
+    got = cls.logits(TEXTS)
+    assert np.abs(got - expected).max() <= TOL
+    assert np.abs(got - first_token).max() > 100 * TOL  # the first token alone gives others
+
+
+def test_mean_pooling_needs_a_known_value_and_a_roberta_head(tmp_path: Path) -> None:
+    from ernie_deploy.errors import ModelLoadError
+
+    bad = _mean_head_source(tmp_path / "a", pooling="max")
+    with pytest.raises(ModelLoadError, match="set it to one of cls, mean"):
+        convert_hf(bad, tmp_path / "out")
+    import json
+
+    bert = _source(tmp_path, "bert", "seq_cls", _models.BERT_CLS_LABELS).path
+    config = json.loads((bert / "config.json").read_text())
+    (bert / "config.json").write_text(json.dumps({**config, "classifier_pooling": "mean"}))
+    with pytest.raises(ModelLoadError, match="no RoBERTa-style classification head"):
+        convert_hf(bert, tmp_path / "out", task="seq_cls")
+    assert not (tmp_path / "out").exists()

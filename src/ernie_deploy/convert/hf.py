@@ -30,6 +30,12 @@ from ernie_deploy.convert.common import (
     parse_labels,
     require,
 )
+from ernie_deploy.convert.hf_mean_head import (
+    append_mean_head,
+    check_mean_head,
+    classifier_pooling,
+    mean_pooled_logits,
+)
 from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
 from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
 from ernie_deploy.errors import ModelLoadError, ModelNotFoundError
@@ -94,10 +100,18 @@ def convert_hf(
     final_task = check_task(TASK_ALIASES.get(task, task) if task else src_config.task, src)
     optimum_task, auto_class, output = HF_TASKS[final_task]
     model = _load_torch(transformers, auto_class, src)
+    mean_head = (
+        final_task in ("seq_cls", "rerank") and classifier_pooling(model.config, src) == "mean"
+    )
+    if mean_head:  # hf_mean_head.py: the encoder is exported, the head appended to its graph
+        check_mean_head(model, src)
+        optimum_task = HF_TASKS["embedding"][0]
     asked_labels = parse_labels(labels)
     with staged_dir(out, overwrite) as stage:
         copy_model_files(src, stage)
         _export(exporters, src, stage, optimum_task, opset, model)
+        if mean_head:
+            append_mean_head(stage / "model.onnx", model, output)
         tokenizer = Tokenizer.from_dir(stage)
         features = probe_features(
             tokenizer, pairs=final_task == "rerank", max_seq_length=max_seq_length or 128
@@ -108,7 +122,7 @@ def convert_hf(
                 f"The exported graph has outputs {', '.join(ort_out)}, not {output!r}: "
                 "pass the right --task."
             )
-        reference = _torch_run(model, output, features, onnx_model.features)
+        reference = _torch_run(model, output, features, onnx_model.features, mean_head)
         final_labels = check_labels(
             final_task, asked_labels or _hf_labels(src_config, final_task), [reference], src
         )
@@ -128,8 +142,9 @@ def convert_hf(
         check_loads(stage, out)
         size = file_mb(stage / "model.onnx")
         written = graph_opset(stage / "model.onnx")
+    source = f"transformers {type(model).__name__}{' (mean-pooled head)' if mean_head else ''}"
     return ConvertReport(
-        out, f"transformers {type(model).__name__} {src}", final_task, final_labels,
+        out, f"{source} {src}", final_task, final_labels,
         written, parity, size, asked_opset=opset,
     )  # fmt: skip
 
@@ -199,7 +214,11 @@ def _export(
 
 
 def _torch_run(
-    model: Any, output: str, features: dict[str, np.ndarray], graph_features: frozenset[str]
+    model: Any,
+    output: str,
+    features: dict[str, np.ndarray],
+    graph_features: frozenset[str],
+    mean_head: bool = False,
 ) -> np.ndarray:
     import torch
 
@@ -209,5 +228,8 @@ def _torch_run(
         if name in graph_features
     }
     with torch.no_grad():
-        result = getattr(model(**kwargs), output)
+        if mean_head:
+            result = mean_pooled_logits(model, kwargs["input_ids"], kwargs["attention_mask"])
+        else:
+            result = getattr(model(**kwargs), output)
     return np.asarray(result.numpy(), dtype=np.float32)
