@@ -114,3 +114,16 @@ def test_a_soup_of_runs_trained_on_dev_does_not_claim_dev_chose_it() -> None:
     assert "- Candidates and their dev scores (trained on): " in text
     plain = "\n".join(model_card.soup_lines(soup_record(), "sentiment"))
     assert "took no part in the choice" in plain and "trained on the dev split" not in plain
+
+
+def test_a_mean_pooled_head_is_named_with_its_flag() -> None:
+    hp = {"base": "/x/zh-en", "layers": 11, "epochs": 3, "pooling": "mean"}
+    assert model_card.train_flags(hp) == "--layers 11 --epochs 3 --pooling mean"
+    assert model_card.train_flags({**hp, "pooling": "cls"}) == "--layers 11 --epochs 3"
+    mean = model_card.head_words("sentiment", "mean")
+    assert "attention-masked mean" in mean and "`classifier_pooling` mean" in mean
+    assert model_card.head_words("sentiment", None) == (
+        ", a linear sequence-classification head (transformers "
+        "`XLMRobertaForSequenceClassification`)."
+    )
+    assert "`XLMRobertaForTokenClassification`" in model_card.head_words("ner", None)

