@@ -74,3 +74,44 @@ def test_unpack_q4_inverts_the_packing_of_the_4bit_tables() -> None:
     assert err < 1e-6
     back = onnx_to_hf.unpack_q4(packed.reshape(5, -1), got_scales)
     np.testing.assert_allclose(back, table, atol=1e-6)
+
+
+def test_a_mean_pooled_head_is_rebuilt_with_its_pooling(tmp_path: Path) -> None:
+    """convert hf exports a mean-pooled head as the bare encoder plus an appended head, so its
+    weights carry no `roberta.` prefix; the rebuild maps them back and scores with the mean."""
+    pytest.importorskip("optimum.exporters.onnx")
+    import torch
+    from safetensors.torch import load_file
+
+    from ernie_deploy.convert.hf import convert_hf
+    from ernie_deploy.convert.hf_mean_head import mean_pooled_logits
+    from ernie_deploy.convert.quantize import quantize_model
+    from tests.convert.test_hf import _mean_head_source
+
+    src = _mean_head_source(tmp_path)
+    convert_hf(src, tmp_path / "fp32")
+    quantize_model(tmp_path / "fp32", tmp_path / "int8")
+    probe = {
+        "input_ids": np.array([[0, 5, 6, 7, 2], [0, 9, 2, 1, 1]]),
+        "attention_mask": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    }
+    from transformers import AutoModelForSequenceClassification
+
+    source = AutoModelForSequenceClassification.from_pretrained(str(src)).eval()
+    with torch.no_grad():
+        ref = mean_pooled_logits(source, *(torch.from_numpy(v) for v in probe.values())).numpy()
+    np.savez(tmp_path / "int8" / "export_check.npz", **probe, pytorch_logits=ref)
+    info = onnx_to_hf.rebuild(tmp_path / "int8", tmp_path / "rebuilt")
+    assert info["check"]["argmax_agreement_vs_fp32_checkpoint"] == 1.0
+    assert info["check"]["max_abs_diff_vs_fp32_checkpoint"] < 0.05, info["check"]
+    assert (
+        json.loads((tmp_path / "rebuilt" / "config.json").read_text())["classifier_pooling"]
+        == "mean"
+    )
+    got, want = load_file(str(tmp_path / "rebuilt" / "model.safetensors")), source.state_dict()
+    for name in (
+        "classifier.dense.weight",
+        "classifier.out_proj.bias",
+        "roberta.encoder.layer.0.output.dense.weight",
+    ):
+        assert torch.allclose(got[name], want[name], atol=0.02), name

@@ -134,6 +134,10 @@ def rebuild(model_dir: Path, out: Path) -> dict:
     model = cls.from_config(config).eval()
     weights = dequantized_weights(model_dir / "model.onnx")
     expected = {k for k in model.state_dict() if not k.endswith("position_ids")}
+    # a mean-pooled head's graph holds the encoder exported alone (convert/hf_mean_head.py): its
+    # weights are named without the task model's prefix ("encoder.layer.0..." for "roberta...")
+    prefix = model.base_model_prefix + "."
+    weights = {k if k in expected else prefix + k: v for k, v in weights.items()}
     missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or extra:
         raise SystemExit(
@@ -145,8 +149,14 @@ def rebuild(model_dir: Path, out: Path) -> dict:
 
     probe = np.load(model_dir / "export_check.npz")
     feeds = {k: probe[k] for k in ("input_ids", "attention_mask")}
+    from ernie_deploy.convert.hf_mean_head import classifier_pooling, mean_pooled_logits
+
+    ids, attention = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
     with torch.no_grad():
-        got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+        if classifier_pooling(config, model_dir) == "mean":  # train_e5_heads.py --pooling mean
+            got = mean_pooled_logits(model, ids, attention).numpy()
+        else:
+            got = model(input_ids=ids, attention_mask=attention).logits.numpy()
     mask = feeds["attention_mask"]
     vs_onnx = agreement(ort_logits(model_dir, feeds), got, mask)
     check = {

@@ -83,8 +83,16 @@ def append_mean_head(onnx_path: Path, model: Any, output: str = "logits") -> Non
             return helper.make_node(op, [*inp, const(f"{out}/axes", axes, np.int64)], [out], **kw)
         return helper.make_node(op, inp, [out], axes=axes, **kw)
 
-    def weight(name: str, tensor: Any) -> str:
-        return const(f"mean_head/{name}", tensor.detach().cpu().float().numpy())
+    def linear(inp: str, out: str, layer: str) -> Any:
+        """nn.Linear as a Gemm: PyTorch's weight names and [out, in] layout, and the node named
+        as torch.onnx names it (tools/onnx_to_hf.py reads quantized weights back by node name)."""
+        names = []
+        for param in ("weight", "bias"):
+            value = getattr(head, layer).get_parameter(param).detach().cpu().float().numpy()
+            names.append(const(f"classifier.{layer}.{param}", value))
+        return helper.make_node(
+            "Gemm", [inp, *names], [out], name=f"/classifier/{layer}/Gemm", transB=1
+        )
 
     p = "mean_head/"
     graph.node.extend(
@@ -96,27 +104,9 @@ def append_mean_head(onnx_path: Path, model: Any, output: str = "logits") -> Non
             axes_node("ReduceSum", [p + "mask3"], p + "count", [1], keepdims=0),
             helper.make_node("Max", [p + "count", const(p + "one", 1.0)], [p + "count1"]),
             helper.make_node("Div", [p + "sum", p + "count1"], [p + "pooled"]),
-            helper.make_node(
-                "Gemm",
-                [
-                    p + "pooled",
-                    weight("dense.weight", head.dense.weight),
-                    weight("dense.bias", head.dense.bias),
-                ],
-                [p + "dense"],
-                transB=1,
-            ),  # fmt: skip
+            linear(p + "pooled", p + "dense", "dense"),
             helper.make_node("Tanh", [p + "dense"], [p + "tanh"]),
-            helper.make_node(
-                "Gemm",
-                [
-                    p + "tanh",
-                    weight("out_proj.weight", head.out_proj.weight),
-                    weight("out_proj.bias", head.out_proj.bias),
-                ],
-                [output],
-                transB=1,
-            ),  # fmt: skip
+            linear(p + "tanh", output, "out_proj"),
         ]
     )
     batch = hidden.type.tensor_type.shape.dim[0]
