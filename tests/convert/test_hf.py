@@ -144,6 +144,16 @@ def test_mean_pooled_classifier_reads_the_mean_of_the_tokens(tmp_path: Path) -> 
     assert np.abs(got - expected).max() <= TOL
     assert np.abs(got - first_token).max() > 100 * TOL  # the first token alone gives others
 
+    # the GPU's fp16 recipe (fuse, then convert) keeps the appended head's mask cast in fp32
+    import onnxruntime as ort
+
+    from ernie_deploy.runtime.fp16_graph import fuse_and_convert
+
+    fp16, _ = fuse_and_convert(tmp_path / "out" / "model.onnx")
+    run = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
+    half = run.run(None, {k: feats[k] for k in ("input_ids", "attention_mask")})[0]
+    assert np.abs(half - expected).max() <= 1e-2
+
 
 def test_mean_pooling_needs_a_known_value_and_a_roberta_head(tmp_path: Path) -> None:
     from ernie_deploy.errors import ModelLoadError
