@@ -113,15 +113,15 @@ def test_greedy_soup_is_never_worse_on_dev_than_its_best_member(tmp_path: Path) 
     args = ["sentiment", "--members", *members, "--out", str(out), "--data", str(pkl)]
     assert soup.main([*args, "--threads", "1", "--report"]) == 0
     info = json.loads((out / "soup_info.json").read_text("utf-8"))
-    assert info["greedy"]["dev"] >= max(m["dev"] for m in info["members"])
+    assert info["written"]["dev"] >= max(m["dev"] for m in info["members"])
     assert (
-        info["greedy"]["ingredients"][0] == max(info["members"], key=lambda m: m["dev"])["member"]
+        info["written"]["ingredients"][0] == max(info["members"], key=lambda m: m["dev"])["member"]
     )
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert not (tmp_path / "soup.tmp").exists()
     record = json.loads((out / "training_info.json").read_text("utf-8"))["soup"]
-    assert [i["dir"] for i in record["ingredients"]] == info["greedy"]["ingredients"]
-    assert record["dev"] == info["greedy"]["dev"] and str(out) in record["command"]
+    assert [i["dir"] for i in record["ingredients"]] == info["written"]["ingredients"]
+    assert record["dev"] == info["written"]["dev"] and str(out) in record["command"]
 
 
 def test_crf_tables_are_averaged_with_the_weights(tmp_path: Path) -> None:
@@ -154,8 +154,8 @@ def test_members_trained_on_dev_need_the_uniform_average(tmp_path: Path, capsys)
     assert not out.exists()
     assert soup.main([*args, "--threads", "1", "--uniform"]) == 0
     info = json.loads((out / "soup_info.json").read_text("utf-8"))
-    assert info["greedy"]["soup"] == "uniform" and info["rule"].startswith("uniform average")
-    assert info["greedy"]["ingredients"] == [str(m) for m in members]
+    assert info["written"]["soup"] == "uniform" and info["rule"].startswith("uniform average")
+    assert info["written"]["ingredients"] == [str(m) for m in members]
     written = load_file(str(out / "model.safetensors"))
     mean = soup.average([soup.load_member(m) for m in members])
     for key, value in written.items():

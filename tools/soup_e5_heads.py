@@ -10,7 +10,8 @@ shipped model). Every member, their uniform average and the greedy soup (Wortsma
 2022: members in order of dev score, each kept only if the average's dev score does not drop)
 are scored on the dev split that train_e5_heads.py holds out of TRAIN (split seed 42, as the
 shipped heads). The greedy soup is written to --out (a save_pretrained directory that
-export_e5_heads.py --checkpoint takes) with soup_info.json; it is never worse on dev than the
+export_e5_heads.py --checkpoint takes) with soup_info.json (the written soup under "written"
+since the fourteenth session, "greedy" before); it is never worse on dev than the
 best member, and no other split takes part in the choice. --report adds the held-out / test
 scores of every candidate to soup_info.json, for the record only.
 
@@ -227,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     uniform = {"soup": "uniform", **scores(uniform_state, splits)}
     print(json.dumps(uniform), flush=True)
     if a.uniform:  # the rule was fixed before any score was seen: nothing to choose
-        kept, greedy_state = list(range(len(states))), uniform_state
-        greedy = {**uniform, "ingredients": [str(m) for m in a.members]}
+        kept, written_state = list(range(len(states))), uniform_state
+        written = {**uniform, "ingredients": [str(m) for m in a.members]}
     else:
         order = sorted(range(len(states)), key=lambda i: -members[i]["dev"])  # ties keep order
         kept, best_dev = [order[0]], members[order[0]]["dev"]
@@ -239,15 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             if dev >= best_dev:
                 kept, best_dev = kept + [i], dev
-        greedy_state = average([states[j] for j in kept])
-        greedy = {
+        written_state = average([states[j] for j in kept])
+        written = {
             "soup": "greedy",
             "ingredients": [str(a.members[j]) for j in kept],
-            **scores(greedy_state, splits),
+            **scores(written_state, splits),
         }
-    print(json.dumps(greedy), flush=True)
+    print(json.dumps(written), flush=True)
 
-    load(greedy_state)
+    load(written_state)
     tmp = a.out.with_name(a.out.name + ".tmp")
     trainer.model.save_pretrained(str(tmp))
     if trainer.crf is not None:
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "rule": rule,
         "members": members,
         "uniform": uniform,
-        "greedy": greedy,
+        "written": written,  # the soup in this directory: greedy, or uniform with --uniform
         "reported_not_chosen_on": other if a.report else None,
         "seconds": round(time.time() - t0, 1),
     }
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "hparams": {**(trained[0]["hparams"] if trained else {}), "workdir": str(a.out)},
         "soup": {
             "rule": info["rule"],
-            "dev": greedy["dev"],
+            "dev": written["dev"],
             "uniform_dev": uniform["dev"],
             "dev_trained_on": bool(on_dev),
             "ingredients": ingredients,
