@@ -5,7 +5,6 @@ a mean-pooled base keeps it, NER refuses it, and a soup never mixes the two pool
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -24,15 +23,12 @@ import train_e5_heads  # noqa: E402
 from e5_trainer import E5Trainer  # noqa: E402
 
 from tests.test_tool_soup import tiny_data, tiny_member  # noqa: E402
+from tests.test_tool_train_rates import trainer as rates_trainer  # noqa: E402
 
 
 def trainer(tmp_path: Path, *flags: str) -> E5Trainer:
-    base = tiny_member(tmp_path / "base", 1, layers=2)
-    args = train_e5_heads.parse_args(
-        ["sentiment", "--workdir", str(tmp_path / "w"), "--base", str(base), "--layers", "0"]
-        + ["--dropout", "0", *flags]
-    )
-    return E5Trainer(args, pickle.loads(tiny_data(tmp_path / "data.pkl").read_bytes()))
+    """A tiny sentiment trainer without dropout, so two forward passes agree."""
+    return rates_trainer(tmp_path, "--dropout", "0", *flags)
 
 
 def by_hand(t: E5Trainer, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,7 +56,7 @@ def test_mean_pooling_is_what_the_head_reads_and_learns_from(tmp_path: Path) -> 
 
 
 def test_the_saved_head_says_mean_and_a_run_from_it_keeps_it(tmp_path: Path) -> None:
-    base = tiny_member(tmp_path / "base", 1)
+    base = tiny_member(tmp_path / "base", 1, layers=3)  # the depth trainer() builds
     for name in ("tokenizer_config.json", "special_tokens_map.json"):  # final/ copies them
         (base / name).write_text("{}", "utf-8")
     work = tmp_path / "w"
