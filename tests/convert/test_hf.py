@@ -169,3 +169,13 @@ def test_mean_pooling_needs_a_known_value_and_a_roberta_head(tmp_path: Path) -> 
     with pytest.raises(ModelLoadError, match="no RoBERTa-style classification head"):
         convert_hf(bert, tmp_path / "out", task="seq_cls")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_reads_the_key_itself_is_left_to_transformers() -> None:
+    from transformers import ModernBertConfig, XLMRobertaConfig
+
+    from ernie_deploy.convert.hf_mean_head import classifier_pooling
+
+    assert classifier_pooling(ModernBertConfig(classifier_pooling="mean"), "m") == "cls"
+    assert classifier_pooling(XLMRobertaConfig(classifier_pooling="mean"), "x") == "mean"
+    assert classifier_pooling(XLMRobertaConfig(), "x") == "cls"

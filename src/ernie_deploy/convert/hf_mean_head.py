@@ -22,7 +22,10 @@ POOLINGS = ("cls", "mean")
 
 
 def classifier_pooling(config: Any, src: Path | str) -> str:
-    """ "cls" or "mean": what a transformers config names (no key: "cls")."""
+    """ "cls" or "mean": what a transformers config names (no key: "cls"). A model class that
+    reads the key itself (ModernBERT) is "cls" here: transformers pools it and optimum exports it."""
+    if reads_the_key(config):
+        return "cls"
     pooling = getattr(config, POOLING_KEY, None) or "cls"
     if pooling not in POOLINGS:
         raise ModelLoadError(
@@ -30,6 +33,14 @@ def classifier_pooling(config: Any, src: Path | str) -> str:
             f"{', '.join(POOLINGS)}."
         )
     return str(pooling)
+
+
+def reads_the_key(config: Any) -> bool:
+    """Whether the config class has the key by default, i.e. its model implements it."""
+    try:
+        return hasattr(type(config)(), POOLING_KEY)
+    except Exception:  # a config class that needs arguments: not one that defines the key
+        return False
 
 
 def check_mean_head(model: Any, src: Path | str) -> None:
