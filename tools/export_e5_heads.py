@@ -81,17 +81,13 @@ def torch_logits(checkpoint: Path, features: dict[str, np.ndarray], task: str) -
         XLMRobertaForTokenClassification,
     )
 
-    from ernie_deploy.convert.hf_mean_head import classifier_pooling, mean_pooled_logits
+    from ernie_deploy.convert.hf_mean_head import classifier_logits
 
     cls = XLMRobertaForTokenClassification if task == "ner" else XLMRobertaForSequenceClassification
     model = cls.from_pretrained(str(checkpoint)).eval()
-    ids = torch.from_numpy(features["input_ids"])
-    mask = torch.from_numpy(features["attention_mask"])
+    ids, mask = (torch.from_numpy(features[k]) for k in ("input_ids", "attention_mask"))
     with torch.no_grad():
-        if task != "ner" and classifier_pooling(model.config, checkpoint) == "mean":
-            out = mean_pooled_logits(model, ids, mask)
-        else:
-            out = model(input_ids=ids, attention_mask=mask).logits
+        out = classifier_logits(model, ids, mask, checkpoint)
     return out.numpy().astype(np.float32)
 
 

@@ -149,14 +149,11 @@ def rebuild(model_dir: Path, out: Path) -> dict:
 
     probe = np.load(model_dir / "export_check.npz")
     feeds = {k: probe[k] for k in ("input_ids", "attention_mask")}
-    from ernie_deploy.convert.hf_mean_head import classifier_pooling, mean_pooled_logits
+    from ernie_deploy.convert.hf_mean_head import classifier_logits
 
     ids, attention = (torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask"))
-    with torch.no_grad():
-        if classifier_pooling(config, model_dir) == "mean":  # train_e5_heads.py --pooling mean
-            got = mean_pooled_logits(model, ids, attention).numpy()
-        else:
-            got = model(input_ids=ids, attention_mask=attention).logits.numpy()
+    with torch.no_grad():  # a mean-pooled head (train_e5_heads.py --pooling mean) as it pools
+        got = classifier_logits(model, ids, attention, model_dir).numpy()
     mask = feeds["attention_mask"]
     vs_onnx = agreement(ort_logits(model_dir, feeds), got, mask)
     check = {

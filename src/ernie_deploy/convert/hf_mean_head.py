@@ -67,6 +67,13 @@ def mean_pooled_logits(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     return model.classifier(mean_pool(hidden, attention_mask)[:, None, :])
 
 
+def classifier_logits(model: Any, input_ids: Any, attention_mask: Any, src: Path | str) -> Any:
+    """A transformers classifier's logits, pooled as its config says (mean or its own way)."""
+    if classifier_pooling(model.config, src) == "mean":
+        return mean_pooled_logits(model, input_ids, attention_mask)
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
 def append_mean_head(onnx_path: Path, model: Any, output: str = "logits") -> None:
     """Rewrite a feature-extraction graph (inputs incl. attention_mask, output last_hidden_state)
     in place so that its one output is `output`: the mean-pooled head's logits."""
