@@ -12,6 +12,7 @@ import pytest
 
 import ernie_deploy
 from ernie_deploy.convert import quantize
+from ernie_deploy.convert import quantize_report as qr
 from ernie_deploy.convert.quantize import PRESETS, quantize_model
 from ernie_deploy.convert.quantize_report import QuantizeReport
 from ernie_deploy.errors import ConfigError, InputError, OutputExistsError
@@ -34,6 +35,7 @@ def check_report(report: QuantizeReport, ratio: float, labelled: bool = True) ->
     assert dict(report.quantized).get("MatMul", 0) > 0
     assert dict(report.quantized).get("Gather", 0) > 0
     assert math.isfinite(report.parity.max_abs_diff)
+    assert report.batch_drift is not None and math.isfinite(report.batch_drift)
     agreement = report.parity.argmax_agreement
     if labelled:  # int8 keeps most decisions even on random tiny weights (chance: 1/labels)
         assert agreement is not None and 0.5 < agreement <= 1.0
@@ -72,6 +74,24 @@ def test_paddle_ner(paddle_ner: RefModel, tmp_path: Path) -> None:
     assert all(isinstance(r, TokenClsResult) for r in results)
     # the source directory gained nothing (no shape-inferred copy left beside it)
     assert sorted(p.name for p in paddle_ner.path.iterdir()) == before
+
+
+def test_batch_drift_is_measured_and_explained(paddle_cls: RefModel, tmp_path: Path) -> None:
+    """Dynamic int8 scales activations over the whole batch, so a row's logits move when it runs
+    with the others; the fp32 graph's do not (float rounding aside). The report says so."""
+    from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, batch_drift
+    from ernie_deploy.runtime.model_dir import find_model
+
+    report = quantize_model(paddle_cls.path, tmp_path / "int8")
+    features = qr.probe_batch(find_model(paddle_cls.path), "seq_cls")
+    fp32 = batch_drift(paddle_cls.path / "model.onnx", features)
+    int8 = batch_drift(tmp_path / "int8" / "model.onnx", features)
+    assert fp32 <= 1e-5 < DEFAULT_TOLERANCE < int8
+    assert report.batch_drift == pytest.approx(int8)
+    line = next(x for x in report.lines() if "batch drift" in x)
+    assert "depend on which texts share its batch" in line
+    assert "batch mates" not in qr.drift_line(fp32) and "share" not in qr.drift_line(fp32)
+    assert report.to_dict()["batch_drift"] == report.batch_drift
 
 
 def test_paddle_cls_and_bert_embed(

@@ -158,7 +158,7 @@ def quantize_model(
         quantized = _quantized_counts(int8_graph)
         if not quantized:
             raise ConfigError(_nothing_quantized(graph, types, files.onnx_path))
-        parity = probe_parity(files, target, task)
+        parity, drift = probe_parity(files, target, task)
         parity.require("try another preset, reduce_range=True, or op_types=('MatMul',)")
         check_loads(stage, out, task)
         cosine = probe_cosine(files, stage) if task == "embedding" else None
@@ -180,6 +180,7 @@ def quantize_model(
         parity=parity,
         cosine=cosine,
         evaluation=evaluation,
+        batch_drift=drift,
     )
 
 

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ernie_deploy.convert.verify import (
+    DEFAULT_TOLERANCE,
     PROBE_TEXTS,
     ParityReport,
+    batch_drift,
     compare,
     probe_features,
     run_onnx,
@@ -50,6 +52,8 @@ class QuantizeReport:
         cosine: embedding models: mean cosine similarity of the int8 and fp32 sentence vectors
             of the probe texts (what the embedding predictor returns).
         evaluation: the labelled file's metrics on fp32 and int8, when one was given.
+        batch_drift: the int8 model's largest output change between running each probe row
+            alone and in the probe batch (verify.batch_drift); None when not measured.
     """
 
     source: Path
@@ -65,6 +69,7 @@ class QuantizeReport:
     parity: ParityReport
     cosine: float | None = None
     evaluation: ScoreComparison | None = None
+    batch_drift: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -89,6 +94,8 @@ class QuantizeReport:
         ]
         if self.cosine is not None:
             out.append(f"  sentence vectors: mean cosine similarity {self.cosine:.6f}")
+        if self.batch_drift is not None:
+            out.append(drift_line(self.batch_drift))
         if self.evaluation is not None:
             out += self.evaluation.lines()
         return out + [f"load it with: ernie-deploy predict {self.out} TEXT"]
@@ -111,7 +118,19 @@ class QuantizeReport:
             "argmax_agreement": self.parity.argmax_agreement,
             "cosine": self.cosine,
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+            "batch_drift": self.batch_drift,
         }
+
+
+def drift_line(drift: float) -> str:
+    """One line on verify.batch_drift's number: what it means for the caller when it is not 0."""
+    line = f"  batch drift: outputs move by up to {drift:.3g} between a row alone and in the batch"
+    if drift <= DEFAULT_TOLERANCE:
+        return line
+    return (
+        line + " (dynamic int8 scales activations per batch: a text's scores, and near a tie "
+        "its label, depend on which texts share its batch)"
+    )
 
 
 def read_eval_file(path: str | Path, task: str | None, files: ModelFiles) -> list[LabelledText]:
@@ -124,12 +143,18 @@ def read_eval_file(path: str | Path, task: str | None, files: ModelFiles) -> lis
     return read_labelled(path, task)
 
 
-def probe_parity(files: ModelFiles, target: Path, task: str | None) -> ParityReport:
-    """fp32 vs int8 outputs on the probe batch, both on ORT's CPU provider."""
+def probe_batch(files: ModelFiles, task: str | None) -> dict[str, np.ndarray]:
+    """The probe texts as one padded batch for this model (pairs for rerank)."""
     length = min(files.config.max_seq_length or PROBE_LENGTH, PROBE_LENGTH)
-    features = probe_features(
+    return probe_features(
         Tokenizer.from_dir(files.tokenizer_dir), pairs=task == "rerank", max_seq_length=length
     )
+
+
+def probe_parity(files: ModelFiles, target: Path, task: str | None) -> tuple[ParityReport, float]:
+    """fp32 vs int8 outputs on the probe batch, both on ORT's CPU provider, and the int8
+    model's batch drift on it."""
+    features = probe_batch(files, task)
     _, reference = run_onnx(files.onnx_path, features)
     _, candidate = run_onnx(target, features)
     return compare(
@@ -139,7 +164,7 @@ def probe_parity(files: ModelFiles, target: Path, task: str | None) -> ParityRep
         classify=task != "embedding",
         tolerance=None,
         labels=("int8", "fp32"),
-    )
+    ), batch_drift(target, features)
 
 
 def _predictor(files: ModelFiles, stage: Path, int8: bool, task: str, **options: Any) -> Any:

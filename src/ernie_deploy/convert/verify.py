@@ -181,6 +181,33 @@ def _real_positions(x: np.ndarray, mask: np.ndarray) -> np.ndarray | slice:
     return slice(None)
 
 
+def batch_drift(
+    onnx_path: str | Path, features: Mapping[str, np.ndarray], config: RuntimeConfig | None = None
+) -> float:
+    """The largest change of any output when each row of the padded batch `features` runs alone,
+    cut to its own length, instead of with the others (real positions only).
+
+    Float rounding aside this is 0 for fp32, fp16 and weight-only graphs. Dynamic int8 graphs
+    scale each MatMul's activations over the whole batch, padding included, so a text's outputs
+    (and sometimes its label) depend on which texts share its batch: what a server's dynamic
+    batching or a caller's batch_size then decides.
+    """
+    model, batched = run_onnx(onnx_path, features, config)
+    mask = np.asarray(features["attention_mask"])
+    worst = 0.0
+    for row, length in enumerate(mask.sum(axis=1).astype(int)):
+        alone = model.run({k: np.asarray(v)[row : row + 1, :length] for k, v in features.items()})
+        for name, value in alone.items():
+            if batched[name].ndim == 0 or batched[name].shape[0] != mask.shape[0]:
+                continue  # not one row per text: nothing to line up
+            together = batched[name][row : row + 1]
+            if together.ndim >= 3 and together.shape[1] == mask.shape[1]:  # per token
+                together = together[:, :length]
+            delta = np.abs(np.asarray(value, np.float64) - together)
+            worst = max(worst, float(delta.max()) if delta.size else 0.0)
+    return worst
+
+
 def run_onnx(
     onnx_path: str | Path, features: Mapping[str, np.ndarray], config: RuntimeConfig | None = None
 ) -> tuple[OnnxModel, dict[str, np.ndarray]]:
