@@ -188,6 +188,13 @@ def test_export_picks_the_first_fit_or_the_least_loss() -> None:
     }
     assert pick(tried, "first") == "int8_per_channel"
     assert pick(tried, "least-loss") == "q8_blocks_q4_table"
+    tried["int8_per_channel"]["batch_drift"] = 0.24  # dynamic int8: labels follow the batch
+    tried["q8_blocks_q4_table"]["batch_drift"] = 1.5e-7
+    assert pick(tried, "first") == pick(tried, "least-loss") == "q8_blocks_q4_table"
+    tried["q8_blocks128"] = {"points_lost": 0.04, "size_mb": 38.0, "scores": {"seconds": 20.0}}
+    tried["q8_blocks_q4_table"]["scores"] = {"seconds": 45.0}
+    assert pick(tried, "least-loss") == "q8_blocks128"  # equal loss: the faster one
+    del tried["int8_per_channel"]["batch_drift"], tried["q8_blocks128"]
     tried["int8_per_channel"]["points_lost"] = 0.77
     tried["q8_blocks_q4_table"]["points_lost"] = 0.51
     assert pick(tried, "first") is None and pick(tried, "least-loss") is None

@@ -2,6 +2,7 @@
 
     python tools/evaluate_default_models.py ner MODEL [--decode argmax|viterbi] [--json OUT]
     python tools/evaluate_default_models.py sentiment MODEL [--json OUT]
+    (either with --batch-size N: the predictor's batch size, 32 by default)
 
 MODEL is a model directory, an .onnx file or a bundled name (ner-zh, sentiment-zh).
 - ner: entity-level precision / recall / F1 (exact character span and type, micro-averaged,
@@ -52,10 +53,12 @@ def write_msra_files(examples: list[tuple[str, list[tuple[int, int, str]]]]) -> 
     return labelled
 
 
-def evaluate_ner(model: str, decode: str | None) -> dict:
+def evaluate_ner(model: str, decode: str | None, batch_size: int | None = None) -> dict:
     examples = msra_test()
     write_msra_files(examples)
-    options = {"decode": decode} if decode else {}
+    options: dict = {"decode": decode} if decode else {}
+    if batch_size:
+        options["batch_size"] = batch_size
     ner = ernie_deploy.load(model, task="token_cls", device="cpu", **options)
     texts = [text for text, _ in examples]
     start = time.perf_counter()
@@ -73,10 +76,11 @@ def evaluate_ner(model: str, decode: str | None) -> dict:
     }
 
 
-def evaluate_sentiment(model: str) -> dict:
+def evaluate_sentiment(model: str, batch_size: int | None = None) -> dict:
     splits, _ = train.sentiment_splits(seed=42, heldout_size=2000, dev_size=1000)
     heldout = splits["heldout"]
-    cls = ernie_deploy.load(model, task="seq_cls", device="cpu", truncate=True)
+    options = {"batch_size": batch_size} if batch_size else {}
+    cls = ernie_deploy.load(model, task="seq_cls", device="cpu", truncate=True, **options)
     start = time.perf_counter()
     results = cls.predict([text for text, _ in heldout])
     seconds = time.perf_counter() - start
@@ -91,15 +95,29 @@ def evaluate_sentiment(model: str) -> dict:
     }
 
 
+def batch_size_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of texts, 1 or more")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=("ner", "sentiment"))
     p.add_argument("model", help="model directory, .onnx file or bundled name")
     p.add_argument("--decode", choices=("argmax", "viterbi"), default=None)
+    p.add_argument(
+        "--batch-size", type=batch_size_arg, default=None,
+        help="texts per batch (the predictor's default: 32)",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = p.parse_args(argv)
     ner = args.task == "ner"
-    scores = evaluate_ner(args.model, args.decode) if ner else evaluate_sentiment(args.model)
+    scores = (
+        evaluate_ner(args.model, args.decode, args.batch_size)
+        if ner
+        else evaluate_sentiment(args.model, args.batch_size)
+    )
     text = json.dumps(scores, ensure_ascii=False, indent=2)
     print(text)
     if args.json:
