@@ -150,14 +150,17 @@ def test_q8_blocks128_fp32_act_rounds_only_the_weights(
     asked = {}
 
     def record(src: Path, out: Path, **kw: object) -> dict:
-        asked[out.name] = (kw["block"], kw["accuracy_level"])
+        asked[out.name] = (kw["block"], kw["accuracy_level"], kw["table_bits"])
         return {}
 
     monkeypatch.setattr(pack_e5_4bit, "pack", record)
-    for label in ("q8_blocks", "q8_blocks128", "q8_blocks128_fp32_act"):
+    labels = ("q8_blocks", "q8_blocks128", "q8_blocks128_fp32_act", "q8_blocks_q4_table",
+              "q8_blocks128_q4_table_fp32_act")  # fmt: skip
+    for label in labels:
         build_candidate(label, tmp_path, tmp_path / label)
     assert asked == {
-        "q8_blocks": (32, 4), "q8_blocks128": (128, 4), "q8_blocks128_fp32_act": (128, 0),
+        "q8_blocks": (32, 4, 8), "q8_blocks128": (128, 4, 8), "q8_blocks128_fp32_act": (128, 0, 8),
+        "q8_blocks_q4_table": (32, 4, 4), "q8_blocks128_q4_table_fp32_act": (128, 0, 4),
     }  # fmt: skip
     monkeypatch.undo()
 
