@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,6 +93,81 @@ def test_batch_drift_is_measured_and_explained(paddle_cls: RefModel, tmp_path: P
     assert "depend on which texts share its batch" in line
     assert "batch mates" not in qr.drift_line(fp32) and "share" not in qr.drift_line(fp32)
     assert report.to_dict()["batch_drift"] == report.batch_drift
+    assert report.to_dict()["activation_scales"] == "per-batch"
+
+
+def test_row_scales_make_each_text_independent_of_its_batch(
+    paddle_cls: RefModel, tmp_path: Path
+) -> None:
+    """row_scales: one activation scale per token row. The rows' outputs stop moving with the
+    batch, and they match a numpy reference of the per-row rule on the first quantised MatMul."""
+    from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, run_onnx
+    from ernie_deploy.runtime.model_dir import find_model
+
+    # 7-bit weights: u8 x s8 kernels without VNNI (AVX2, this CI) add pairs of products in
+    # 16 bits, which full-range weights can saturate; then no reference would match exactly
+    per_batch = quantize_model(paddle_cls.path, tmp_path / "batch", reduce_range=True)
+    rows = quantize_model(paddle_cls.path, tmp_path / "rows", row_scales=True, reduce_range=True)
+    assert rows.row_scales is not None and rows.row_scales.rewritten > 0
+    assert rows.row_scales.left == 0 and rows.quantized == per_batch.quantized
+    assert rows.batch_drift is not None and per_batch.batch_drift is not None
+    assert rows.batch_drift <= DEFAULT_TOLERANCE < per_batch.batch_drift
+    assert "one scale per row" in rows.lines()[1] and "one scale per batch" in per_batch.lines()[1]
+    assert rows.to_dict()["activation_scales"] == "per-row"
+    graph = onnx.load(str(tmp_path / "rows" / "model.onnx"))
+    kinds = {n.op_type for n in graph.graph.node}
+    assert "DynamicQuantizeLinear" not in kinds and "MatMulInteger" in kinds
+    # the per-row rule, by hand, on one MatMul: expose its float output and its input
+    mmi = next(n for n in graph.graph.node if n.op_type == "MatMulInteger")
+    users = {i: n for n in graph.graph.node for i in n.input}
+    cast = users[mmi.output[0]]
+    scaled = users[users[cast.output[0]].output[0]]  # the row-scale Mul after the scale Mul
+    source = next(n for n in graph.graph.node if mmi.input[0] in n.output)  # the uint8 Cast
+    x_name = _row_input(graph, source)
+    inits = {t.name: t for t in graph.graph.initializer}
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.to_array(inits[mmi.input[1]]).astype(np.float64)
+    w_zp = numpy_helper.to_array(inits[mmi.input[3]]).astype(np.float64)
+    scale_mul = users[cast.output[0]]
+    w_scale = next(
+        numpy_helper.to_array(inits[i]) for i in _scale_inputs(graph, scale_mul) if i in inits
+    )
+    graph.graph.output.extend(
+        [
+            helper.make_empty_tensor_value_info(scaled.output[0]),
+            helper.make_empty_tensor_value_info(x_name),
+        ]
+    )
+    probe = tmp_path / "probe.onnx"
+    onnx.save(graph, str(probe))
+    features = qr.probe_batch(find_model(paddle_cls.path), "seq_cls")
+    _, out = run_onnx(probe, features)
+    x = out[x_name]  # float32, as the graph rounds it (half steps must fall the same way)
+    step = np.maximum(np.abs(x).max(-1, keepdims=True) / np.float32(127), np.float32(1e-12))
+    q = np.clip(np.rint(x / step), -127, 127).astype(np.float64)
+    want = (q @ (w - w_zp)) * step.astype(np.float64) * float(w_scale)
+    assert np.abs(out[scaled.output[0]] - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+
+
+def _row_input(graph: Any, cast: Any) -> str:
+    """The float tensor a row quantiser reads (the Abs node's input in its chain)."""
+    prefix = cast.output[0] + "/"
+    return next(
+        n.input[0]
+        for n in graph.graph.node
+        if n.op_type == "Abs" and n.output[0].startswith(prefix)
+    )
+
+
+def _scale_inputs(graph: Any, mul: Any) -> list[str]:
+    """Initializer names behind a scale Mul's scale input (the weight scale)."""
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    names = []
+    for i in mul.input:
+        node = producers.get(i)
+        names += list(node.input) if node is not None else [i]
+    return names
 
 
 def test_paddle_cls_and_bert_embed(

@@ -160,6 +160,14 @@ def quantize_cmd(
     per_channel: Annotated[
         bool, typer.Option("--per-channel", help="One scale per output channel.")
     ] = False,
+    row_scales: Annotated[
+        bool,
+        typer.Option(
+            "--row-scales",
+            help="One activation scale per token row, not per batch: a text's outputs no "
+            "longer depend on the texts batched with it (some speed lost).",
+        ),
+    ] = False,
     eval_file: Annotated[
         Optional[Path],
         typer.Option(help="Labelled .jsonl: report the metric for fp32 and int8."),
@@ -177,6 +185,7 @@ def quantize_cmd(
             preset=preset,
             per_channel=per_channel,
             eval_file=eval_file,
+            row_scales=row_scales,
             overwrite=overwrite,
             tokenizer_dir=tokenizer,
         )

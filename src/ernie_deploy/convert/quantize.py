@@ -57,6 +57,7 @@ from ernie_deploy.convert.quantize_report import (
     probe_parity,
     read_eval_file,
 )
+from ernie_deploy.convert.row_scales import RowScales, to_row_scales
 from ernie_deploy.errors import ConfigError, InputError, UnsupportedGraphError, first_line
 from ernie_deploy.runtime.checks import read_graph
 from ernie_deploy.runtime.model_dir import ModelConfig, ModelFiles, find_model, validate
@@ -109,6 +110,7 @@ def quantize_model(
     overwrite: bool = False,
     tokenizer_dir: str | Path | None = None,
     task: str | None = None,
+    row_scales: bool = False,
 ) -> QuantizeReport:
     """Quantise a model to int8 (dynamic) into a new model directory and report the cost.
 
@@ -126,6 +128,9 @@ def quantize_model(
         overwrite: replace `out` if it exists.
         tokenizer_dir: where the tokenizer is, when not beside the model.
         task: the model's task when its directory does not say (needed for eval_file).
+        row_scales: quantise each MatMul's activations with one scale per token row instead of
+            one per batch (`convert.row_scales`), so that a text's outputs do not depend on
+            the texts batched with it; costs some speed (~1.4x the time on the sentiment head).
 
     Raises:
         ConfigError: unknown preset or op type, or nothing to quantise.
@@ -158,6 +163,7 @@ def quantize_model(
         quantized = _quantized_counts(int8_graph)
         if not quantized:
             raise ConfigError(_nothing_quantized(graph, types, files.onnx_path))
+        rows = _row_scales(int8_graph, target) if row_scales else None
         parity, drift = probe_parity(files, target, task)
         parity.require("try another preset, reduce_range=True, or op_types=('MatMul',)")
         check_loads(stage, out, task)
@@ -181,7 +187,23 @@ def quantize_model(
         cosine=cosine,
         evaluation=evaluation,
         batch_drift=drift,
+        row_scales=rows,
     )
+
+
+def _row_scales(int8_graph: Any, target: Path) -> RowScales:
+    """Rewrite the written int8 graph to per-row activation scales (external data untouched)."""
+    import onnx
+
+    rows = to_row_scales(int8_graph)
+    if not rows.rewritten:
+        raise ConfigError(
+            "row_scales applies to dynamically quantised MatMuls and this graph has none "
+            "(its quantised ops are fused Attention, Conv or LSTM, or op_types left MatMul "
+            "out): drop row_scales (--row-scales) or quantise MatMul."
+        )
+    onnx.save(int8_graph, str(target))
+    return rows
 
 
 def _check_preset(preset: str) -> Preset:

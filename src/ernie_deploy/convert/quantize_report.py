@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ernie_deploy.convert.row_scales import RowScales
 from ernie_deploy.convert.verify import (
     DEFAULT_TOLERANCE,
     PROBE_TEXTS,
@@ -54,6 +55,8 @@ class QuantizeReport:
         evaluation: the labelled file's metrics on fp32 and int8, when one was given.
         batch_drift: the int8 model's largest output change between running each probe row
             alone and in the probe batch (verify.batch_drift); None when not measured.
+        row_scales: what `row_scales=True` rewrote (convert.row_scales); None: activations
+            have one scale per batch, as quantize_dynamic writes them.
     """
 
     source: Path
@@ -70,6 +73,7 @@ class QuantizeReport:
     cosine: float | None = None
     evaluation: ScoreComparison | None = None
     batch_drift: float | None = None
+    row_scales: RowScales | None = None
 
     @property
     def ratio(self) -> float:
@@ -84,6 +88,13 @@ class QuantizeReport:
             f"{'7-bit reduced range' if self.reduce_range else 'full range'}"
         )
         done = ", ".join(f"{n} {op}" for op, n in self.quantized) or "nothing"
+        if self.row_scales is None:
+            scheme += "; activations: one scale per batch"
+        else:
+            left = self.row_scales.left
+            scheme += "; activations: one scale per row" + (
+                f" ({left} quantiser(s) of fused ops left per batch)" if left else ""
+            )
         out = [
             f"quantised {self.source} -> {self.out / 'model.onnx'}",
             f"preset {p.name} ({p.target}): {scheme}; quantised {done}",
@@ -119,6 +130,8 @@ class QuantizeReport:
             "cosine": self.cosine,
             "evaluation": self.evaluation.to_dict() if self.evaluation else None,
             "batch_drift": self.batch_drift,
+            "activation_scales": "per-batch" if self.row_scales is None else "per-row",
+            "row_scales_left": None if self.row_scales is None else self.row_scales.left,
         }
 
 
@@ -129,7 +142,7 @@ def drift_line(drift: float) -> str:
         return line
     return (
         line + " (dynamic int8 scales activations per batch: a text's scores, and near a tie "
-        "its label, depend on which texts share its batch)"
+        "its label, depend on which texts share its batch; --row-scales gives each row its own)"
     )
 
 
