@@ -18,6 +18,7 @@ from ernie_deploy.cli import app
 from ernie_deploy.convert import tune_measure
 from ernie_deploy.convert.tune import choose, cpu_preset, gpu_kinds, plan_variants, tune
 from ernie_deploy.convert.tune_report import REPORT_NAME, TuneBound
+from ernie_deploy.convert.verify import DEFAULT_TOLERANCE
 from ernie_deploy.errors import ConfigError, InputError, OutputExistsError
 from tests import _lookup
 from tests._models import RefModel
@@ -91,6 +92,13 @@ def test_restricted_set_picks_writes_and_reports(paddle_ner: RefModel, tmp_path:
     fp32 = report.variant("fp32")
     assert fp32.agreement is not None and fp32.agreement.max_abs_diff == 0.0
     assert report.explanation.startswith(report.winner)
+    # dynamic int8 scales activations per batch: a text's outputs follow its batch mates
+    drift = {v.name: v.batch_drift for v in report.variants}
+    assert drift["fp32"] is not None and drift["O1"] is not None and drift["int8"] is not None
+    assert max(drift["fp32"], drift["O1"]) <= 1e-5 < DEFAULT_TOLERANCE < drift["int8"]
+    assert [r[0] for r in report.rows() if "batch drift" in r[5]] == ["int8"]
+    warned = any("depend on the batch" in line for line in report.lines())
+    assert warned == (report.winner == "int8")
     # OUT is a model directory that loads, with the report naming every candidate
     results = ernie_deploy.load(out).predict(NER_TEXTS)
     assert len(results) == len(NER_TEXTS)
@@ -99,6 +107,7 @@ def test_restricted_set_picks_writes_and_reports(paddle_ner: RefModel, tmp_path:
     assert [v["name"] for v in data["variants"]] == ["fp32", "O1", "int8"]
     for v in data["variants"]:
         assert v["texts_per_s"] > 0 and "agreement" in v["agreement"] and v["size_mb"] > 0
+        assert v["batch_drift"] == drift[v["name"]]
     assert leftovers(tmp_path, {"tuned"}) == []  # no scratch or staging directory left
     assert sorted(p.name for p in paddle_ner.path.iterdir()) == before
     header, rows = report.header(), report.rows()

@@ -20,12 +20,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ernie_deploy.convert import tune_measure as m
 from ernie_deploy.convert.outdir import check_output
+from ernie_deploy.convert.quantize_report import probe_batch
 from ernie_deploy.convert.tune_build import (
     Variant,
     build_graphs,
@@ -43,6 +46,7 @@ from ernie_deploy.convert.tune_report import (
     VariantResult,
     explain,
 )
+from ernie_deploy.convert.verify import batch_drift
 from ernie_deploy.errors import ConfigError, ErnieDeployError, InputError
 from ernie_deploy.runtime.device import usable_cpus
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
@@ -120,6 +124,7 @@ def tune(
             progress.start(v.name, steps)
         graphs = build_graphs(plan, model, files, scratch, preset, task, progress)
         results = _measure(plan, graphs, fp32, settings, corpus, scored, repeats, bound, progress)
+        results = _with_drift(results, graphs, plan, probe_batch(files, task))
         winner = max(
             (r for r in results if r.eligible),
             key=lambda r: r.speedup.median if r.speedup else 0.0,
@@ -236,6 +241,25 @@ def _corpus(
             "use a corpus made from the model's vocabulary."
         )
     return corpus, described
+
+
+def _with_drift(
+    results: tuple[VariantResult, ...],
+    graphs: dict[str, Path | str],
+    plan: tuple[Variant, ...],
+    probe: dict[str, np.ndarray],
+) -> tuple[VariantResult, ...]:
+    """Each CPU variant that ran, with its batch drift on the probe batch (verify.batch_drift):
+    dynamic int8 answers depend on which texts share a batch; fp32 and O1-O3 do not."""
+    where = {v.name: graphs[v.graph] for v in plan}
+    out = []
+    for r in results:
+        graph = where[r.name]
+        if r.error is None and r.device == "cpu" and isinstance(graph, Path):
+            onnx = graph if graph.suffix == ".onnx" else graph / "model.onnx"
+            r = replace(r, batch_drift=batch_drift(onnx, probe))
+        out.append(r)
+    return tuple(out)
 
 
 def _measure(

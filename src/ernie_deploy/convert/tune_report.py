@@ -12,6 +12,7 @@ from ernie_deploy.convert.tune_measure import (
     ServingPoint,
     Spread,
 )
+from ernie_deploy.convert.verify import DEFAULT_TOLERANCE
 from ernie_deploy.errors import ConfigError
 from ernie_deploy.tasks.metrics import ScoreComparison
 
@@ -109,6 +110,12 @@ class VariantResult:
     agreement: Agreement | None = None
     evaluation: ScoreComparison | None = None
     miss: str | None = None
+    batch_drift: float | None = None  # verify.batch_drift on the probe batch; None: not measured
+
+    @property
+    def drifts(self) -> bool:
+        """Its outputs for a text change with the texts batched beside it (dynamic int8)."""
+        return self.batch_drift is not None and self.batch_drift > DEFAULT_TOLERANCE
 
     @property
     def eligible(self) -> bool:
@@ -133,6 +140,7 @@ class VariantResult:
             "within_bound": self.eligible,
             "faster_in_every_run": self.steady,
             "miss": self.miss,
+            "batch_drift": self.batch_drift,
         }
         if self.texts_per_s is not None and self.speedup is not None:
             data["texts_per_s"] = self.texts_per_s.median
@@ -256,7 +264,7 @@ class TuneReport:
                 "—" if v.name == "fp32" else v.speedup.fmt(2, "×"),
                 f"{a.agreement:.2%}",
                 f"{a.max_abs_diff:.2e}",
-                _detail(self.task, a),
+                "; ".join(x for x in (_detail(self.task, a), _drift(v)) if x),
             ]
             if self.metric is not None:
                 delta = v.evaluation.delta(self.metric) * 100 if v.evaluation else float("nan")
@@ -277,6 +285,14 @@ class TuneReport:
         out = [self.settings_line()]
         out += [" | ".join(self.header())] + [" | ".join(r) for r in self.rows()]
         out.append(self.explanation)
+        chosen = self.variant(self.winner)
+        if chosen.drifts:
+            out.append(
+                f"{self.winner}'s answers depend on the batch (batch drift {chosen.batch_drift:.2g} "
+                "on the probe batch: dynamic int8 scales activations per batch), so a text can "
+                "score differently alone and beside others; if that matters, tune with "
+                "--candidates fp32,O1,O2,O3."
+            )
         if self.serving is not None:
             out += self.serving.lines()
         out.append(f"wrote {self.out} ({REPORT_NAME} inside); {self.deploy_hint()}")
@@ -318,6 +334,10 @@ class TuneReport:
             "serving": self.serving.to_dict() if self.serving else None,
             "seconds": self.seconds,
         }
+
+
+def _drift(v: VariantResult) -> str:
+    return f"batch drift {v.batch_drift:.2g}" if v.drifts else ""
 
 
 def _detail(task: str, a: Agreement) -> str:
