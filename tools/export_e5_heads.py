@@ -188,6 +188,8 @@ def split_files(model_dir: Path) -> None:
 
 CANDIDATES = {
     "int8": "dynamic int8 (ernie-deploy quantize), per-tensor weight scales, every op type",
+    "int8_rows": "dynamic int8 as int8, with one activation scale per token row instead of per "
+    "batch (ernie-deploy quantize --row-scales): a text's outputs do not depend on its batch",
     "int8_q4_table": "dynamic int8 per-tensor MatMuls; the word-embedding table as its own "
     "4-bit blocks of 32 (GatherBlockQuantized; refused unless the table is still the imported "
     "4-bit blocks, i.e. was frozen in training)",
@@ -231,7 +233,7 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
         level = 0 if label.endswith("_fp32_act") else 4
         packed = pack(fp32, out, bits=8, block=block, accuracy_level=level, table_bits=table_bits)
         return {"how": CANDIDATES[label], **packed}
-    per_channel = label not in ("int8", "int8_q4_table")
+    per_channel = label not in ("int8", "int8_q4_table", "int8_rows")
     matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
     keep = ffn_out(fp32) if label == "int8_per_channel_ffn_q8" else []
     repack = matmul_only or bool(keep)  # the MatMuls / table left float get packed blocks
@@ -239,6 +241,7 @@ def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
     q = quantize_model(
         fp32, stage, per_channel=per_channel, overwrite=True,
         op_types=("MatMul",) if matmul_only else None, keep_fp32=keep,
+        row_scales=label.endswith("_rows"),
     )  # fmt: skip
     how = {"how": CANDIDATES[label], "quantized": dict(q.quantized)}
     if repack:
