@@ -478,6 +478,11 @@ def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str
             "int8_argmax_agreement": shipped["probe_vs_pytorch"]["argmax_agreement"],
             "probe_rows": 8,
             **({"batch_drift": shipped["batch_drift"]} if "batch_drift" in shipped else {}),
+            **(
+                {"fp32_batch_drift": result["fp32_export"]["batch_drift"]}
+                if "batch_drift" in result["fp32_export"]
+                else {}
+            ),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__,
