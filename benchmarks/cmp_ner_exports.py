@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     c.progress(rows[-1])
     body = "\n".join(
         [
-            f"## {'NER' if args.task == 'ner' else 'Sentiment'} exports side by side",
+            f"## {'NER' if args.task == 'ner' else 'Sentiment'} exports side by side"
+            + (f", batch {args.batch_size}" if args.batch_size else ""),
             "",
             f"`python benchmarks/cmp_ner_exports.py{' --task sentiment' * (args.task != 'ner')}"
             f"{f' --batch-size {args.batch_size}' if args.batch_size else ''}`: "
