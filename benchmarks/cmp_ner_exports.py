@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=c.RESULTS)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    if args.batch_size is not None and args.batch_size < 1:
+        print("--batch-size: give a whole number of texts, 1 or more.", file=sys.stderr)
+        return 2
     if len({d.name for d in args.candidate}) < len(args.candidate):
         print(
             "--candidate: give directories with different names (each names its row).",
