@@ -66,8 +66,8 @@ MAX_POINTS_LOST = 0.5  # int8 ships when its F1 / accuracy is within this many p
 SIZE_LIMIT_MB = 40.0
 # A candidate ships only when each text's outputs are the same alone as in a batch (up to float
 # rounding; verify.batch_drift on the probe batch): dynamic int8 scales activations per batch,
-# which moved the fourteenth-session sentiment head's held-out accuracy from 0.892 at batch 32 to
-# 0.8835 at batch 1, what a single request gets.
+# which put the sentiment head shipped until 2026-12-05 at 0.892 held-out at batch 32 but 0.8835
+# at batch 1, what a single request gets.
 BATCH_DRIFT_LIMIT = 1e-4
 GUIDE = (
     "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
