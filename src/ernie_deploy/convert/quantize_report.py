@@ -18,9 +18,9 @@ from ernie_deploy.convert.verify import (
     DEFAULT_TOLERANCE,
     PROBE_TEXTS,
     ParityReport,
-    batch_drift,
     compare,
     probe_features,
+    row_drift,
     run_onnx,
 )
 from ernie_deploy.errors import ConfigError
@@ -169,7 +169,7 @@ def probe_parity(files: ModelFiles, target: Path, task: str | None) -> tuple[Par
     model's batch drift on it."""
     features = probe_batch(files, task)
     _, reference = run_onnx(files.onnx_path, features)
-    _, candidate = run_onnx(target, features)
+    int8, candidate = run_onnx(target, features)
     return compare(
         reference,
         candidate,
@@ -177,7 +177,7 @@ def probe_parity(files: ModelFiles, target: Path, task: str | None) -> tuple[Par
         classify=task != "embedding",
         tolerance=None,
         labels=("int8", "fp32"),
-    ), batch_drift(target, features)
+    ), row_drift(int8, features, candidate)
 
 
 def _predictor(files: ModelFiles, stage: Path, int8: bool, task: str, **options: Any) -> Any:

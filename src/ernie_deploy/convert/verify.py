@@ -193,6 +193,13 @@ def batch_drift(
     batching or a caller's batch_size then decides.
     """
     model, batched = run_onnx(onnx_path, features, config)
+    return row_drift(model, features, batched)
+
+
+def row_drift(
+    model: OnnxModel, features: Mapping[str, np.ndarray], batched: Mapping[str, np.ndarray]
+) -> float:
+    """batch_drift for a loaded model whose outputs on the whole batch are `batched`."""
     mask = np.asarray(features["attention_mask"])
     worst = 0.0
     for row, length in enumerate(mask.sum(axis=1).astype(int)):
