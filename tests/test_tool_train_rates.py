@@ -1,4 +1,4 @@
-"""tools/train_e5_heads.py --llrd, --label-smoothing and --train-on-dev: each parameter trains at
+"""tools/train_e5_heads.py --llrd, --label-smoothing, --rdrop and --train-on-dev: each parameter trains at
 the rate its depth says, the old two-group optimizer is unchanged when the decay is 1 (so older
 runs resume on the same trajectory), the smoothed loss is the one the flag names, and a final fit
 trains on the dev texts too and leaves no dev-chosen best/."""
@@ -83,6 +83,28 @@ def test_label_smoothing_is_the_loss_of_the_step(tmp_path: Path) -> None:
     assert losses["0"] != losses["0.2"]
 
 
+def test_rdrop_adds_the_symmetric_kl_of_two_dropout_draws(tmp_path: Path) -> None:
+    fn = torch.nn.functional
+    plain = trainer(tmp_path / "plain", "--dropout", "0", "--label-smoothing", "0.1")
+    still = trainer(
+        tmp_path / "still", "--dropout", "0", "--label-smoothing", "0.1", "--rdrop", "4"
+    )
+    batch = plain.train_set[:4]
+    # without dropout both draws agree: the KL term is 0 and the loss is the plain one
+    assert still.step(batch) == pytest.approx(plain.step(batch), rel=1e-5)
+    t = trainer(tmp_path / "drop", "--dropout", "0.5", "--rdrop", "1000")
+    t.model.train()  # as run() trains
+    ids, mask, lab = (t.tensor(x) for x in t.collate(batch))
+    torch.manual_seed(t.args.seed * 1_000_003 + t.state["step"])  # the step's dropout draw
+    with torch.no_grad():
+        logits = t.model(input_ids=torch.cat([ids, ids]), attention_mask=torch.cat([mask, mask]))
+    p, q = fn.log_softmax(logits.logits, -1).chunk(2)
+    kl = ((p.exp() * (p - q)).sum(1) + (q.exp() * (q - p)).sum(1)).mean() / 2
+    ce = -(torch.cat([p, q]).gather(1, torch.cat([lab, lab])[:, None])).mean()
+    assert float(kl) > 1e-6  # two dropout draws differ (a tiny random head: small)
+    assert t.step(batch) - float(ce) == pytest.approx(1000 * float(kl), rel=1e-3)
+
+
 def test_bad_values_and_the_wrong_task_are_one_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +112,7 @@ def test_bad_values_and_the_wrong_task_are_one_sentence(
         ("--llrd", "0", "'0' is not a number above 0 and at most 1"),
         ("--llrd", "1.5", "'1.5' is not a number above 0 and at most 1"),
         ("--label-smoothing", "1", "'1' is not a number at least 0 and below 1"),
+        ("--rdrop", "-1", "'-1' is not a number at least 0"),
     ):
         with pytest.raises(SystemExit) as stop:
             train_e5_heads.parse_args(["sentiment", "--workdir", "w", flag, value])
@@ -100,6 +123,9 @@ def test_bad_values_and_the_wrong_task_are_one_sentence(
     code = train_e5_heads.main(
         ["ner", "--workdir", str(work), "--base", str(base), "--label-smoothing", "0.1"]
     )
+    assert code == 2 and "with the sentiment task only" in capsys.readouterr().err
+    assert not work.exists()
+    code = train_e5_heads.main(["ner", "--workdir", str(work), "--base", str(base), "--rdrop", "1"])
     assert code == 2 and "with the sentiment task only" in capsys.readouterr().err
     assert not work.exists()
 

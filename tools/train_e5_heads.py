@@ -61,6 +61,7 @@ TRAJECTORY_KEYS = (
     "label_smoothing",
     "train_on_dev",
     "pooling",
+    "rdrop",
 )
 # Keys added after runs were started, with the value those runs had.
 ADDED_KEYS = {
@@ -72,6 +73,7 @@ ADDED_KEYS = {
     "label_smoothing": 0.0,
     "train_on_dev": False,
     "pooling": "cls",
+    "rdrop": 0.0,
 }
 
 
@@ -179,6 +181,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=number_arg(float, 0, 1, low_ok=True),
         default=0.0,
         help="sentiment: cross-entropy against (1-E) x the label + E/2 on each class; 0 = off",
+    )
+    p.add_argument(
+        "--rdrop",
+        type=number_arg(float, 0, low_ok=True),
+        default=0.0,
+        help="sentiment: R-Drop, each batch runs twice under different dropout and the loss adds "
+        "this weight x the symmetric KL divergence of the two predictions to their mean "
+        "cross-entropy (twice the compute per step); 0 = off",
     )
     p.add_argument(
         "--crf",
@@ -394,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.label_smoothing and a.task != "sentiment":
         print(
             "--label-smoothing smooths the sentiment labels: use it with the sentiment task only.",
+            file=sys.stderr,
+        )
+        return 2
+    if a.rdrop and a.task != "sentiment":
+        print(
+            "--rdrop compares two predictions of one label per text: use it with the sentiment "
+            "task only.",
             file=sys.stderr,
         )
         return 2
