@@ -53,7 +53,7 @@ def tune_cmd(
         Optional[str],
         typer.Option(
             help="Comma-separated variants to try (default: all this machine runs): "
-            "O1,O2,O3,int8,int8-per-channel,O2+int8[,O2+fp16@cuda,fp16@tensorrt]."
+            "O1,O2,O3,int8,int8-per-channel,int8-rows,O2+int8[,O2+fp16@cuda,fp16@tensorrt]."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per session.run, as deployed.")] = 32,

@@ -1,8 +1,9 @@
 """`tune`: build a model's variants, measure them on this machine, deploy the fastest that agrees.
 
 Candidates (`plan_variants`): fp32 (the reference, always measured), O1 / O2 / O3
-(`convert.optimize`), int8 with the preset this CPU's flags call for, per tensor and per
-channel (`convert.quantize`), and O2 then int8. Where ONNX Runtime has the CUDA provider and
+(`convert.optimize`), int8 with the preset this CPU's flags call for, per tensor, per
+channel and per tensor with one activation scale per token row (`convert.quantize`,
+`row_scales`), and O2 then int8. Where ONNX Runtime has the CUDA provider and
 the GPU's compute capability is >= 7.0 (`runtime.device.compute_capability`): the O2 graph
 loaded with fp16 on CUDA, and fp16 on TensorRT when that provider is there too (those
 variants write their fp32 graph to OUT; serve them with `--device cuda|tensorrt --fp16`).

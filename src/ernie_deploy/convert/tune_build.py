@@ -84,6 +84,12 @@ def plan_variants(preset: str, gpus: Sequence[str] = ()) -> tuple[Variant, ...]:
         Variant("O3", "O3", "O2 + tanh GELU approximation"),
         Variant("int8", "int8", f"{int8}, per tensor"),
         Variant("int8-per-channel", "int8-per-channel", f"{int8}, per channel"),
+        Variant(
+            "int8-rows",
+            "int8-rows",
+            f"{int8}, per tensor, one activation scale per token row (answers do not depend "
+            "on the batch)",
+        ),
         Variant("O2+int8", "O2+int8", f"O2, then {int8}, per tensor"),
     ]
     if "cuda" in gpus:
@@ -140,12 +146,12 @@ def build_graphs(
                     raise InputError(f"needs O2, which failed: {source}")
                 quantize_model(source, where, preset=preset, task=task)
             else:
-                per_channel = key == "int8-per-channel"
                 quantize_model(
                     model,
                     where,
                     preset=preset,
-                    per_channel=per_channel,
+                    per_channel=key == "int8-per-channel",
+                    row_scales=key == "int8-rows",
                     task=task,
                     tokenizer_dir=tok,
                 )

@@ -291,7 +291,7 @@ class TuneReport:
                 f"{self.winner}'s answers depend on the batch (batch drift {chosen.batch_drift:.2g} "
                 "on the probe batch: dynamic int8 scales activations per batch), so a text can "
                 "score differently alone and beside others; if that matters, tune with "
-                "--candidates fp32,O1,O2,O3."
+                "--candidates O1,O2,O3,int8-rows."
             )
         if self.serving is not None:
             out += self.serving.lines()
