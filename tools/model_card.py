@@ -215,6 +215,7 @@ OTHER_DEFAULTS = {  # train_e5_heads.py's numeric flags the card names only when
     "clip": 1.0,
     "llrd": 1.0,
     "label_smoothing": 0.0,
+    "rdrop": 0.0,
 }
 
 

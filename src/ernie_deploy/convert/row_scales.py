@@ -10,9 +10,9 @@ batch 1). This pass replaces each such quantiser by a per-row symmetric one:
     q = uint8(clip(round(x / s), -127, 127) + 128)     (zero point 128: ORT's fast u8 kernels)
 
 (computed as x / s, then one per-tensor QuantizeLinear with scale 1 and zero point 128: six
-nodes per quantiser and no shape arithmetic; an earlier form, one per-axis QuantizeLinear over a
-[rows, width] view, needed thirteen and cost the sentiment head 1.36x per-batch int8's time at
-batch 1, where node count is what costs)
+nodes per quantiser and no shape arithmetic; the earlier form, one per-axis QuantizeLinear over
+a [rows, width] view, needed thirteen and took the sentiment head 1.07x this one's time at batch
+32 and 1.13x at batch 1, RESULTS.md "sentiment_exports")
 
 and multiplies each MatMul's float output by `s` after the weight scale, so the graph stays in
 the form ORT fuses (`MatMulIntegerToFloat` with a scalar activation scale of 1; a per-row
