@@ -68,9 +68,9 @@ def test_a_soup_member_is_named_by_the_directory_it_was_read_from() -> None:
 def test_the_command_names_every_flag_that_changed_the_run() -> None:
     hp = {"base": "/x/zh-en", "layers": 11, "epochs": 3, "lr": 1e-4, "seed": 42, "max_len": 128}
     assert model_card.train_flags(hp) == "--layers 11 --epochs 3"
-    hp.update(llrd=0.9, label_smoothing=0.1, max_len=256, dropout=0.1)
+    hp.update(llrd=0.9, label_smoothing=0.1, max_len=256, dropout=0.1, rdrop=1.0)
     assert model_card.train_flags(hp) == (
-        "--layers 11 --epochs 3 --max-len 256 --llrd 0.9 --label-smoothing 0.1"
+        "--layers 11 --epochs 3 --max-len 256 --llrd 0.9 --label-smoothing 0.1 --rdrop 1"
     )
     assert model_card.train_flags({**hp, "train_on_dev": True}).endswith(" --train-on-dev")
 
