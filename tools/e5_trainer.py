@@ -332,12 +332,13 @@ class E5Trainer:
         ids, mask, lab = self.tensor(ids), self.tensor(mask), self.tensor(lab)
         smoothing = getattr(self.args, "label_smoothing", 0.0)
         rdrop = getattr(self.args, "rdrop", 0.0)
-        if not self.ner and rdrop:
-            loss = self.rdrop_loss(ids, mask, lab, smoothing, rdrop)
-        elif not self.ner and (smoothing or self.pooling == "mean"):
-            loss = torch.nn.functional.cross_entropy(
-                self.forward(ids, mask), lab, label_smoothing=smoothing
-            )
+        if not self.ner and (rdrop or smoothing or self.pooling == "mean"):
+            if rdrop:  # R-Drop: the batch twice in one pass, each copy draws its own dropout
+                ids, mask, lab = (torch.cat([t, t]) for t in (ids, mask, lab))
+            logits = self.forward(ids, mask)
+            loss = torch.nn.functional.cross_entropy(logits, lab, label_smoothing=smoothing)
+            if rdrop:
+                loss = loss + rdrop * self.symmetric_kl(*logits.chunk(2))
         elif self.crf is None:
             loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
@@ -350,22 +351,15 @@ class E5Trainer:
         self.opt.zero_grad(set_to_none=True)
         return float(loss.detach())
 
-    def rdrop_loss(self, ids: Any, mask: Any, lab: Any, smoothing: float, weight: float) -> Any:
-        """R-Drop (Liang et al., 2021): the batch twice in one forward pass, so that each copy
-        draws its own dropout; the mean cross-entropy of the two plus `weight` x the symmetric
-        KL divergence between their predicted distributions."""
-        torch = self.torch
-        fn = torch.nn.functional
-        logits = self.forward(torch.cat([ids, ids]), torch.cat([mask, mask]))
-        first, second = logits.chunk(2)
-        ce = fn.cross_entropy(
-            torch.cat([first, second]), torch.cat([lab, lab]), label_smoothing=smoothing
-        )
+    def symmetric_kl(self, first: Any, second: Any) -> Any:
+        """R-Drop's term (Liang et al., 2021): the mean of KL(p1 || p2) and KL(p2 || p1) between
+        the predictions of two dropout draws, per text."""
+        fn = self.torch.nn.functional
         lp1, lp2 = fn.log_softmax(first, -1), fn.log_softmax(second, -1)
-        kl = fn.kl_div(lp1, lp2, reduction="batchmean", log_target=True) + fn.kl_div(
-            lp2, lp1, reduction="batchmean", log_target=True
-        )
-        return ce + weight * kl / 2
+        return (
+            fn.kl_div(lp1, lp2, reduction="batchmean", log_target=True)
+            + fn.kl_div(lp2, lp1, reduction="batchmean", log_target=True)
+        ) / 2
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):

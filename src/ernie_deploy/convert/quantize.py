@@ -130,7 +130,7 @@ def quantize_model(
         task: the model's task when its directory does not say (needed for eval_file).
         row_scales: quantise each MatMul's activations with one scale per token row instead of
             one per batch (`convert.row_scales`), so that a text's outputs do not depend on
-            the texts batched with it; costs some speed (~1.3x the time on the sentiment head).
+            the texts batched with it; costs some speed (~1.2x the time on the sentiment head).
 
     Raises:
         ConfigError: unknown preset or op type, or nothing to quantise.
