@@ -38,28 +38,13 @@ class E5Trainer:
 
     def __init__(self, args: argparse.Namespace, data: dict) -> None:
         import torch
-        from transformers import (
-            XLMRobertaForSequenceClassification,
-            XLMRobertaForTokenClassification,
-        )
 
         self.torch, self.args, self.data = torch, args, data
         self.work = Path(args.workdir)
         self.ner = args.task == "ner"
         self.labels = hd.NER_LABELS if self.ner else hd.SENT_LABELS
         torch.manual_seed(args.seed)
-        cls = XLMRobertaForTokenClassification if self.ner else XLMRobertaForSequenceClassification
-        self.model = cls.from_pretrained(
-            args.base,
-            num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)),
-            label2id={lab: i for i, lab in enumerate(self.labels)},
-            hidden_dropout_prob=args.dropout,
-            attention_probs_dropout_prob=args.dropout,
-        )
-        if args.layers and args.layers < self.model.config.num_hidden_layers:
-            self.model.roberta.encoder.layer = self.model.roberta.encoder.layer[: args.layers]
-            self.model.config.num_hidden_layers = args.layers
+        self.model = self.build_model()
         # sentiment: "mean" reads the mean of the last hidden states (convert/hf_mean_head.py)
         self.pooling = getattr(args, "pooling", "cls")
         if not self.ner and (self.pooling == "mean" or hasattr(self.model.config, POOLING_KEY)):
@@ -107,6 +92,29 @@ class E5Trainer:
             "history": [],
         }
         self.stop_signal = 0
+
+    def build_model(self) -> Any:
+        """The transformers model to train: the task head on the --base encoder, cut to --layers
+        (tools/tapt_e5.py adds a masked-language-model head to it)."""
+        from transformers import (
+            XLMRobertaForSequenceClassification,
+            XLMRobertaForTokenClassification,
+        )
+
+        args = self.args
+        cls = XLMRobertaForTokenClassification if self.ner else XLMRobertaForSequenceClassification
+        model = cls.from_pretrained(
+            args.base,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={lab: i for i, lab in enumerate(self.labels)},
+            hidden_dropout_prob=args.dropout,
+            attention_probs_dropout_prob=args.dropout,
+        )
+        if args.layers and args.layers < model.config.num_hidden_layers:
+            model.roberta.encoder.layer = model.roberta.encoder.layer[: args.layers]
+            model.config.num_hidden_layers = args.layers
+        return model
 
     def rate_scale(self, name: str, decay: float) -> float:
         """The factor on --lr for a parameter: 1 for the task head, decay^(L-i) for encoder
