@@ -75,15 +75,21 @@ def tiny_base(path: Path) -> Path:
     return base
 
 
+def tapt_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny base and a run directory holding the tiny data split: (base, workdir)."""
+    base = tiny_base(tmp_path / "base")
+    work = tmp_path / "tapt"
+    work.mkdir()
+    shutil.copy(tiny_data(tmp_path / "data.pkl"), work / "data.pkl")
+    return base, work
+
+
 def test_head_steps_train_the_head_alone_then_final_is_a_base_for_fine_tuning(
     tmp_path: Path,
 ) -> None:
     from safetensors.torch import load_file
 
-    base = tiny_base(tmp_path / "base")
-    work = tmp_path / "tapt"
-    work.mkdir()
-    shutil.copy(tiny_data(tmp_path / "data.pkl"), work / "data.pkl")
+    base, work = tapt_run(tmp_path)
     flags = ["--workdir", str(work), "--base", str(base), "--layers", "0", "--threads", "1"]
     flags += ["--batch-size", "4", "--epochs", "2", "--lr", "1e-2", "--warmup", "0"]
     assert tapt_e5.main(flags + ["--head-steps", "2", "--max-steps", "2"]) == 0
@@ -118,10 +124,7 @@ def test_head_steps_train_the_head_alone_then_final_is_a_base_for_fine_tuning(
 def test_a_changed_flag_on_a_started_run_is_one_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = tiny_base(tmp_path / "base")
-    work = tmp_path / "tapt"
-    work.mkdir()
-    shutil.copy(tiny_data(tmp_path / "data.pkl"), work / "data.pkl")
+    base, work = tapt_run(tmp_path)
     flags = ["--workdir", str(work), "--base", str(base), "--threads", "1", "--batch-size", "4"]
     assert tapt_e5.main(flags + ["--max-steps", "1"]) == 0
     capsys.readouterr()

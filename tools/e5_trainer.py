@@ -243,22 +243,13 @@ class E5Trainer:
         """save_pretrained + tokenizer files into <workdir>/<name>, swapped in atomically."""
         final, tmp, old = self.work / name, self.work / f"{name}.tmp", self.work / f"{name}.old"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(str(tmp))
-        for f in TOKENIZER_FILES:
-            shutil.copy2(Path(self.args.base) / f, tmp / f)
-        if "tokenizer_json" in self.data:  # NER: Han characters isolated (e5_heads_data.py)
-            (tmp / "tokenizer.json").write_text(self.data["tokenizer_json"], "utf-8")
-        if self.crf is not None:  # the decoder's transition files; convert hf carries them
-            from crf_torch import save_tables
-
-            save_tables(self.crf.tables(), tmp)
         info = {
             "step": self.state["step"],
             "epoch": self.epoch_float(),
             "train_minutes": round(self.state["train_seconds"] / 60, 1),
             "hparams": vars(self.args),
             "metrics": record,
-            "labels": list(self.labels),
+            **self.save_model(tmp),
         }
         (tmp / "training_info.json").write_text(
             json.dumps(info, ensure_ascii=False, indent=1), "utf-8"
@@ -269,6 +260,19 @@ class E5Trainer:
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
         self.log(f"saved {name}/ (step {self.state['step']})")
+
+    def save_model(self, tmp: Path) -> dict:
+        """Write the model and tokenizer files into `tmp`; what training_info.json adds."""
+        self.model.save_pretrained(str(tmp))
+        for f in TOKENIZER_FILES:
+            shutil.copy2(Path(self.args.base) / f, tmp / f)
+        if "tokenizer_json" in self.data:  # NER: Han characters isolated (e5_heads_data.py)
+            (tmp / "tokenizer.json").write_text(self.data["tokenizer_json"], "utf-8")
+        if self.crf is not None:  # the decoder's transition files; convert hf carries them
+            from crf_torch import save_tables
+
+            save_tables(self.crf.tables(), tmp)
+        return {"labels": list(self.labels)}
 
     def save_checkpoint(self) -> None:
         torch, ck = self.torch, self.work / "checkpoints"
@@ -351,9 +355,13 @@ class E5Trainer:
             loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
             loss = self.crf(self.forward(ids, mask), lab, hd.IGNORE)
+        return self.update(loss)
+
+    def update(self, loss: Any) -> float:
+        """One optimiser step on `loss` (global-norm clipped); its value."""
         loss.backward()
         params = [p for group in self.opt.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.args.clip)
+        self.torch.nn.utils.clip_grad_norm_(params, self.args.clip)
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)

@@ -79,7 +79,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train_e5_heads import OneLineParser, number_arg
+    from e5_run import OneLineParser, number_arg
 
     p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=Path, nargs="+", required=True)

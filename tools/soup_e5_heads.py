@@ -114,8 +114,8 @@ def provenance(member: Path) -> dict[str, Any]:
 def make_trainer(task: str, first: Path, data_file: Path | None, scratch: Path) -> Any:
     """train_e5_heads.py's trainer over `first` (its model, data and scoring), with `scratch` as
     its workdir; the data from a training workdir's data.pkl, or prepared into `scratch`."""
+    from e5_run import load_data
     from e5_trainer import E5Trainer
-    from train_e5_heads import load_data
     from train_e5_heads import parse_args as train_args
 
     targs = train_args(
@@ -141,7 +141,7 @@ def average(states: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train_e5_heads import OneLineParser, number_arg
+    from e5_run import OneLineParser, number_arg
 
     p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", choices=("ner", "sentiment"))

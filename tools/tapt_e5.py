@@ -37,36 +37,20 @@ TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
+import e5_run  # noqa: E402
 import train_e5_heads as te  # noqa: E402
 from e5_trainer import TOKENIZER_FILES, E5Trainer  # noqa: E402
 
 SPECIAL = 4  # <s> 0, <pad> 1, </s> 2, <unk> 3: never masked, never drawn as a replacement
-TRAJECTORY_KEYS = (
-    "base",
-    "layers",
-    "dropout",
-    "lr",
-    "weight_decay",
-    "warmup",
-    "clip",
-    "epochs",
-    "batch_size",
-    "seed",
-    "split_seed",
-    "max_len",
-    "dev_size",
-    "heldout_size",
-    "mask_prob",
-    "head_steps",
-    "limit_train",
-)
+# train_e5_heads.py's keys that this tool has (the rest read as absent on both sides), and its own
+TRAJECTORY_KEYS = te.TRAJECTORY_KEYS + ("mask_prob", "head_steps")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = te.OneLineParser(
+    p = e5_run.OneLineParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    num = te.number_arg
+    num = e5_run.number_arg
     p.add_argument(
         "--workdir", required=True, help="checkpoints, logs, final/; keep it under .cache/"
     )
@@ -202,14 +186,7 @@ class MlmTrainer(E5Trainer):
             ids, attention, np.random.default_rng([self.args.seed, self.state["step"]])
         )
         frozen = self.state["step"] < self.args.head_steps
-        loss = self.mlm_loss(inputs, attention, labels, frozen)
-        loss.backward()
-        params = [p for group in self.opt.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.args.clip)
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return self.update(self.mlm_loss(inputs, attention, labels, frozen))
 
     def evaluate(self, split: str) -> dict:
         """Mean MLM loss over `split` under one fixed draw of masks (the same at every call)."""
@@ -238,64 +215,27 @@ class MlmTrainer(E5Trainer):
         """Dev's MLM loss, recorded; nothing is chosen by it (final/ is the output)."""
         self.record({"kind": "eval", "dev": self.evaluate("dev")})
 
-    def export(self, name: str, record: dict) -> None:
-        """The encoder alone (XLMRobertaModel) + the base's tokenizer files, swapped in whole."""
-        final, tmp = self.work / name, self.work / f"{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+    def save_model(self, tmp: Path) -> dict:
+        """The encoder alone (XLMRobertaModel) and the base's tokenizer files."""
         encoder = self.model.roberta
         encoder.config.architectures = ["XLMRobertaModel"]
         encoder.save_pretrained(str(tmp))
         for f in TOKENIZER_FILES:
             shutil.copy2(Path(self.args.base) / f, tmp / f)
-        info = {
-            "step": self.state["step"],
-            "epoch": self.epoch_float(),
-            "train_minutes": round(self.state["train_seconds"] / 60, 1),
-            "hparams": vars(self.args),
-            "metrics": record,
-            "objective": "masked language model on the sentiment training split (tools/tapt_e5.py)",
-        }
-        (tmp / "training_info.json").write_text(
-            json.dumps(info, ensure_ascii=False, indent=1), "utf-8"
-        )
-        old = self.work / f"{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        self.log(f"saved {name}/ (step {self.state['step']})")
+        return {"objective": "masked language model on the sentiment training split (tapt_e5.py)"}
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
-    if not (Path(a.base) / "model.safetensors").exists():
-        print(
-            f"{a.base} holds no model.safetensors: run tools/import_e5.py --pruned-out {a.base} first.",
-            file=sys.stderr,
-        )
+    if not e5_run.device_is_usable(a.device) or not e5_run.base_is_a_model(a.base):
         return 2
-    work = Path(a.workdir)
-    if work.exists() and not work.is_dir():
-        print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
+    work = e5_run.open_workdir(a, TRAJECTORY_KEYS, {})
+    if work is None:
         return 2
-    work.mkdir(parents=True, exist_ok=True)
-    hp_file, hp = work / "hparams.json", dict(vars(a))
-    if hp_file.exists():
-        saved = json.loads(hp_file.read_text("utf-8"))
-        diff = {k: (saved.get(k), hp[k]) for k in TRAJECTORY_KEYS if saved.get(k) != hp[k]}
-        if diff:
-            print(
-                f"{work} was started with other hyperparameters {diff} (saved, now): pass the "
-                "saved values or a new --workdir.",
-                file=sys.stderr,
-            )
-            return 2
-    else:
-        hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
-    data = te.load_data(a, work)
+    hp = dict(vars(a))
+    data = e5_run.load_data(a, work)
     import torch
 
     torch.set_num_threads(a.threads)

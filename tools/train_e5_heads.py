@@ -19,19 +19,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
-import pickle
 import sys
-import time
 from pathlib import Path
-from typing import Any, NoReturn
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
+from e5_run import (  # noqa: E402
+    OneLineParser,
+    base_is_a_model,
+    device_is_usable,
+    load_data,
+    number_arg,
+    open_workdir,
+)
 
 from ernie_deploy.convert.hf_mean_head import POOLING_KEY  # noqa: E402
 
@@ -75,37 +79,6 @@ ADDED_KEYS = {
     "pooling": "cls",
     "rdrop": 0.0,
 }
-
-
-def number_arg(
-    kind: type, low: float, high: float | None = None, low_ok: bool = False, high_ok: bool = False
-) -> Any:
-    """An argparse type: a number of `kind` above `low` (or at it, with low_ok), below `high`
-    (or at it, with high_ok)."""
-
-    def check(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        inside = value is not None and math.isfinite(value)
-        inside = inside and (value >= low if low_ok else value > low)
-        if not inside or (high is not None and (value > high if high_ok else value >= high)):
-            where = f"{'at least' if low_ok else 'above'} {low:g}" + (
-                f" and {'at most' if high_ok else 'below'} {high:g}" if high is not None else ""
-            )
-            noun = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {noun} {where}")
-        return value
-
-    return check
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """One sentence on a bad flag (no usage block), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}: fix it and run the same command again.\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -350,47 +323,11 @@ def add_dev_to_train(data: dict) -> dict:
     return {**data, "train": joined, "facts": facts}
 
 
-def load_data(a: argparse.Namespace, work: Path) -> dict:
-    data_file = work / "data.pkl"
-    if data_file.exists():
-        with open(data_file, "rb") as f:
-            return pickle.load(f)
-    t0 = time.time()
-    data = hd.prepare(a.task, Path(a.base), a.split_seed, a.dev_size, a.heldout_size, a.max_len)
-    with open(work / "data.pkl.tmp", "wb") as f:
-        pickle.dump(data, f)
-    os.replace(work / "data.pkl.tmp", data_file)
-    (work / "data_facts.json").write_text(
-        json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
-    )
-    print(
-        f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
-        flush=True,
-    )
-    return data
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
-    if a.device != "cpu":  # before anything is written
-        import torch
-
-        try:
-            torch.empty(0, device=a.device)
-        except (RuntimeError, AssertionError) as e:
-            print(
-                f"--device {a.device} cannot be used ({str(e).splitlines()[0]}): pass --device "
-                "cpu or a device this torch build sees.",
-                file=sys.stderr,
-            )
-            return 2
-    if not (Path(a.base) / "model.safetensors").exists():
-        print(
-            f"{a.base} holds no model.safetensors: run tools/import_e5.py --pruned-out {a.base} first.",
-            file=sys.stderr,
-        )
+    if not device_is_usable(a.device) or not base_is_a_model(a.base):  # before anything is written
         return 2
     if a.crf and a.task != "ner":
         print("--crf tags words: use it with the ner task only.", file=sys.stderr)
@@ -432,32 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(listed).is_file():
             print(f"--exclude-train {listed} is not a file: pass the JSONL list.", file=sys.stderr)
             return 2
-    work = Path(a.workdir)
-    if work.exists() and not work.is_dir():
-        print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
+    work = open_workdir(a, TRAJECTORY_KEYS, ADDED_KEYS)
+    if work is None:
         return 2
-    work.mkdir(parents=True, exist_ok=True)
-    hp_file, hp = work / "hparams.json", dict(vars(a))
-    if hp_file.exists():
-        saved = json.loads(hp_file.read_text("utf-8"))
-        saved.setdefault("split_seed", saved.get("seed"))  # runs from before --split-seed
-        for key, value in ADDED_KEYS.items():
-            saved.setdefault(key, value)
-        diff = {k: (saved.get(k), hp[k]) for k in TRAJECTORY_KEYS if saved.get(k) != hp[k]}
-        if diff and not a.allow_change:
-            print(
-                f"{work} was started with other hyperparameters {diff} (saved, now): pass the saved "
-                "values, a new --workdir, or --allow-change.",
-                file=sys.stderr,
-            )
-            return 2
-        if diff:
-            print(
-                f"--allow-change: continuing with changed hyperparameters {diff} (saved, now)",
-                flush=True,
-            )
-    if not hp_file.exists() or a.allow_change:
-        hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
+    hp = dict(vars(a))
     data = load_data(a, work)
     split_texts = data["train"].get("texts", [])
     for listed in a.exclude_train or ():
