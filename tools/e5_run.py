@@ -9,10 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import pickle
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +17,7 @@ TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
+from train_default_models import cached_data  # noqa: E402
 
 
 def number_arg(
@@ -121,20 +119,10 @@ def open_workdir(a: argparse.Namespace, keys: tuple[str, ...], added: dict) -> P
 
 
 def load_data(a: argparse.Namespace, work: Path) -> dict:
-    data_file = work / "data.pkl"
-    if data_file.exists():
-        with open(data_file, "rb") as f:
-            return pickle.load(f)
-    t0 = time.time()
-    data = hd.prepare(a.task, Path(a.base), a.split_seed, a.dev_size, a.heldout_size, a.max_len)
-    with open(work / "data.pkl.tmp", "wb") as f:
-        pickle.dump(data, f)
-    os.replace(work / "data.pkl.tmp", data_file)
-    (work / "data_facts.json").write_text(
-        json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
+    """The run's tokenized splits (<work>/data.pkl, prepared on the first start)."""
+    return cached_data(
+        work,
+        lambda: hd.prepare(
+            a.task, Path(a.base), a.split_seed, a.dev_size, a.heldout_size, a.max_len
+        ),
     )
-    print(
-        f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
-        flush=True,
-    )
-    return data

@@ -35,6 +35,7 @@ import tarfile
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -798,6 +799,28 @@ class Trainer:
         return 0
 
 
+def cached_data(work: Path, prepare: Callable[[], dict]) -> dict:
+    """The run's prepared data: <work>/data.pkl, or prepare() written there (through a .tmp
+    file and a rename) with its facts in data_facts.json."""
+    data_file = work / "data.pkl"
+    if data_file.exists():
+        with open(data_file, "rb") as f:
+            return pickle.load(f)
+    t0 = time.time()
+    data = prepare()
+    with open(work / "data.pkl.tmp", "wb") as f:
+        pickle.dump(data, f)
+    os.replace(work / "data.pkl.tmp", data_file)
+    (work / "data_facts.json").write_text(
+        json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
+    )
+    print(
+        f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
+        flush=True,
+    )
+    return data
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -910,23 +933,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if not hp_file.exists() or a.allow_change:
         hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
-    data_file = work / "data.pkl"
-    if data_file.exists():
-        with open(data_file, "rb") as f:
-            data = pickle.load(f)
-    else:
-        t0 = time.time()
-        data = prepare_ner(a) if a.task == "ner" else prepare_sentiment(a)
-        with open(work / "data.pkl.tmp", "wb") as f:
-            pickle.dump(data, f)
-        os.replace(work / "data.pkl.tmp", data_file)
-        (work / "data_facts.json").write_text(
-            json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
-        )
-        print(
-            f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
-            flush=True,
-        )
+    data = cached_data(work, lambda: prepare_ner(a) if a.task == "ner" else prepare_sentiment(a))
 
     import paddle
 
