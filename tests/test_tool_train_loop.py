@@ -49,7 +49,7 @@ def finished_run(make: Callable[[Path, int], Any], work: Path) -> None:
     assert "schedule already complete" in (work / "train.log").read_text("utf-8")
 
 
-def same_trajectory(make: Callable[[Path, int], Any], weights: Callable[[Path], dict], tmp: Path):
+def same_trajectory(make: Callable[..., Any], weights: Callable[[Path], dict], tmp: Path):
     straight, split = tmp / "straight", tmp / "split"
     assert make(straight, 0).run() == 0
     first = make(split, 3)
@@ -68,6 +68,14 @@ def same_trajectory(make: Callable[[Path, int], Any], weights: Callable[[Path], 
     start = {k: np.array(v.numpy()) for k, v in make(tmp / "fresh", 0).model.state_dict().items()}
     assert start.keys() & a.keys()
     assert any(not np.array_equal(start[k], a[k]) for k in start.keys() & a.keys())  # it trained
+    # --allow-change to more epochs: the finished run trains on from its last checkpoint
+    longer = make(straight, 0, 3)
+    assert longer.run() == 0
+    assert longer.state["epoch"] == 3 and (straight / "DONE").exists()
+    assert json.loads((straight / "final" / "training_info.json").read_text("utf-8"))["epoch"] == 3
+    assert "extending the finished schedule to 3 epochs" in (straight / "train.log").read_text(
+        "utf-8"
+    )
 
 
 class OwnNames:
@@ -102,12 +110,13 @@ def test_the_paddle_trainer_resumes_on_the_same_trajectory(
     monkeypatch.setattr(tdm, "vocab_file", lambda: vocab)
     data = sentiment_data(60)
     flags = ["--layers", "1", "--hidden", "16", "--heads", "2", "--ffn", "32", "--batch-size", "4"]
-    flags += ["--epochs", "2", "--eval-minutes", "0", "--log-seconds", "0", "--dev-size", "12"]
+    flags += ["--eval-minutes", "0", "--log-seconds", "0", "--dev-size", "12"]
 
-    def make(work: Path, max_steps: int) -> Any:
+    def make(work: Path, max_steps: int, epochs: int = 2) -> Any:
         work.mkdir(parents=True, exist_ok=True)
         args = tdm.parse_args(
             ["sentiment", "--workdir", str(work), "--max-steps", str(max_steps), *flags]
+            + ["--epochs", str(epochs)]
         )
         return OwnNames(paddle, lambda: tdm.Trainer(args, data))
 
@@ -132,20 +141,12 @@ def test_the_e5_trainer_resumes_on_the_same_trajectory(tmp_path: Path) -> None:
         (base / name).write_text("{}", "utf-8")
     data = sentiment_data(40)
 
-    def make(work: Path, max_steps: int) -> Any:
+    def make(work: Path, max_steps: int, epochs: int = 2) -> Any:
         work.mkdir(parents=True, exist_ok=True)
         args: argparse.Namespace = train_e5_heads.parse_args(
             ["sentiment", "--workdir", str(work), "--base", str(base), "--layers", "0"]
-            + [
-                "--epochs",
-                "2",
-                "--batch-size",
-                "4",
-                "--eval-minutes",
-                "0",
-                "--log-seconds",
-                "0.001",
-            ]
+            + ["--epochs", str(epochs), "--batch-size", "4", "--eval-minutes", "0"]
+            + ["--log-seconds", "0.001"]
             + ["--dev-size", "12", "--max-steps", str(max_steps), "--threads", "1"]
         )
         torch.set_num_threads(1)

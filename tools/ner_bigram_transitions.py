@@ -34,7 +34,7 @@ sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(ROOT / "src"))
 
 from e5_heads_data import bio_tags, msra_splits  # noqa: E402
-from train_default_models import NER_LABELS, bmes_entities  # noqa: E402
+from train_data import NER_LABELS, bmes_entities  # noqa: E402
 
 FILES = ("crf_transitions.npy", "crf_start_transitions.npy", "crf_end_transitions.npy")
 Example = tuple[str, list[tuple[int, int, str]]]

