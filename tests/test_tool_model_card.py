@@ -1,6 +1,6 @@
-"""tools/export_e5_heads.py and tools/model_card.py: a head trained in several stages names every
-stage on its card, first first, with the flags each stage ran with (a card that called the
-second stage "stage 1" shipped before this was fixed)."""
+"""tools/export_e5_heads.py and the e5 model card (tools/card_training.py, model_card_e5.py): a
+head trained in several stages names every stage on its card, first first, with the flags each
+stage ran with (a card that called the second stage "stage 1" shipped before this was fixed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
+import card_training  # noqa: E402
 import export_e5_heads  # noqa: E402
-import model_card  # noqa: E402
+import model_card_e5  # noqa: E402
 
 
 def stage(path: Path, base: Path, **hp: object) -> Path:
@@ -37,7 +38,7 @@ def test_every_earlier_stage_is_recorded_first_first(tmp_path: Path) -> None:
     assert [s["dir"] for s in record["earlier_stages"]] == ["s1", "s2"]
     assert "earlier_stages" not in export_e5_heads.base_record(s1)  # one stage: as before
     assert export_e5_heads.base_record(imported) == {}
-    lines = model_card.base_lines(
+    lines = card_training.base_lines(
         record["base_training"], "ner", record["earlier_stages"], soup_below=True
     )
     assert lines[0].startswith("- Three stages")
@@ -49,17 +50,17 @@ def test_every_earlier_stage_is_recorded_first_first(tmp_path: Path) -> None:
         "- Stage 3 is the weight average below: its members trained from stage 2 or are stage 2 "
         "itself."
     )
-    assert model_card.table_stages(record) == [1]
-    older = model_card.base_lines(record["base_training"], "ner")  # a bundle from before
+    assert card_training.table_stages(record) == [1]
+    older = card_training.base_lines(record["base_training"], "ner")  # a bundle from before
     assert older[0].startswith("- Two stages") and older[-1].endswith("stage 1's best checkpoint.")
 
 
 def test_a_soup_member_is_named_by_the_directory_it_was_read_from() -> None:
     gpu = {"dir": ".cache/train/gpu-ner-c1", "workdir": "c1", "checkpoint": "gpu-ner-c1"}
-    assert model_card.ingredient_workdir(gpu) == ("gpu-ner-c1", "gpu-ner-c1")
+    assert card_training.ingredient_workdir(gpu) == ("gpu-ner-c1", "gpu-ner-c1")
     run = {"dir": ".cache/train/cpu-ner-c3/best", "workdir": "cpu-ner-c3", "checkpoint": "best"}
-    assert model_card.ingredient_workdir(run) == ("cpu-ner-c3", "cpu-ner-c3/best")
-    assert model_card.ingredient_workdir({"workdir": "w", "checkpoint": "final"}) == (
+    assert card_training.ingredient_workdir(run) == ("cpu-ner-c3", "cpu-ner-c3/best")
+    assert card_training.ingredient_workdir({"workdir": "w", "checkpoint": "final"}) == (
         "w",
         "w/final",
     )
@@ -67,12 +68,12 @@ def test_a_soup_member_is_named_by_the_directory_it_was_read_from() -> None:
 
 def test_the_command_names_every_flag_that_changed_the_run() -> None:
     hp = {"base": "/x/zh-en", "layers": 11, "epochs": 3, "lr": 1e-4, "seed": 42, "max_len": 128}
-    assert model_card.train_flags(hp) == "--layers 11 --epochs 3"
+    assert card_training.train_flags(hp) == "--layers 11 --epochs 3"
     hp.update(llrd=0.9, label_smoothing=0.1, max_len=256, dropout=0.1, rdrop=1.0)
-    assert model_card.train_flags(hp) == (
+    assert card_training.train_flags(hp) == (
         "--layers 11 --epochs 3 --max-len 256 --llrd 0.9 --label-smoothing 0.1 --rdrop 1"
     )
-    assert model_card.train_flags({**hp, "train_on_dev": True}).endswith(" --train-on-dev")
+    assert card_training.train_flags({**hp, "train_on_dev": True}).endswith(" --train-on-dev")
 
 
 def soup_record(**extra: object) -> dict:
@@ -95,7 +96,7 @@ def soup_record(**extra: object) -> dict:
 def test_a_soup_does_not_repeat_the_command_of_a_stage_above() -> None:
     commands = [
         line
-        for line in model_card.soup_lines(
+        for line in card_training.soup_lines(
             soup_record(), "ner", stage_dirs=frozenset({"gpu-ner-c1"})
         )
         if line.startswith("- Commands:")
@@ -103,27 +104,27 @@ def test_a_soup_does_not_repeat_the_command_of_a_stage_above() -> None:
     assert len(commands) == 1
     assert "--workdir .cache/train/cpu-ner-c3 " in commands[0]
     assert "--workdir .cache/train/gpu-ner-c1 " not in commands[0]
-    everything = "\n".join(model_card.soup_lines(soup_record(), "ner"))
+    everything = "\n".join(card_training.soup_lines(soup_record(), "ner"))
     assert "--workdir .cache/train/gpu-ner-c1 " in everything
 
 
 def test_a_soup_of_runs_trained_on_dev_does_not_claim_dev_chose_it() -> None:
-    text = "\n".join(model_card.soup_lines(soup_record(dev_trained_on=True), "sentiment"))
+    text = "\n".join(card_training.soup_lines(soup_record(dev_trained_on=True), "sentiment"))
     assert "trained on the dev split too" in text and "no split chose among them" in text
     assert "took no part in the choice" not in text
     assert "- Candidates and their dev scores (trained on): " in text
-    plain = "\n".join(model_card.soup_lines(soup_record(), "sentiment"))
+    plain = "\n".join(card_training.soup_lines(soup_record(), "sentiment"))
     assert "took no part in the choice" in plain and "trained on the dev split" not in plain
 
 
 def test_a_mean_pooled_head_is_named_with_its_flag() -> None:
     hp = {"base": "/x/zh-en", "layers": 11, "epochs": 3, "pooling": "mean"}
-    assert model_card.train_flags(hp) == "--layers 11 --epochs 3 --pooling mean"
-    assert model_card.train_flags({**hp, "pooling": "cls"}) == "--layers 11 --epochs 3"
-    mean = model_card.head_words("sentiment", "mean")
+    assert card_training.train_flags(hp) == "--layers 11 --epochs 3 --pooling mean"
+    assert card_training.train_flags({**hp, "pooling": "cls"}) == "--layers 11 --epochs 3"
+    mean = model_card_e5.head_words("sentiment", "mean")
     assert "attention-masked mean" in mean and "`classifier_pooling` mean" in mean
-    assert model_card.head_words("sentiment", None) == (
+    assert model_card_e5.head_words("sentiment", None) == (
         ", a linear sequence-classification head (transformers "
         "`XLMRobertaForSequenceClassification`)."
     )
-    assert "`XLMRobertaForTokenClassification`" in model_card.head_words("ner", None)
+    assert "`XLMRobertaForTokenClassification`" in model_card_e5.head_words("ner", None)

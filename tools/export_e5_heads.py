@@ -409,7 +409,7 @@ def export(
     (shipped / "bundle.json").write_text(
         json.dumps(bundle, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
-    from model_card import write_e5_card
+    from model_card_e5 import write_e5_card
 
     write_e5_card(shipped, task, name, bundle, curve(checkpoint.parent))
     (work / "result.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), "utf-8")
@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if a.card_only:
-        from model_card import write_e5_card
+        from model_card_e5 import write_e5_card
 
         shipped = ROOT / "src" / "ernie_deploy" / "models" / NAMES[a.task]
         bundle = json.loads((shipped / "bundle.json").read_text("utf-8"))
