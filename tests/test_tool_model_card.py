@@ -1,4 +1,4 @@
-"""tools/export_e5_heads.py and the e5 model card (tools/card_training.py, model_card_e5.py): a
+"""tools/e5_bundle.py and the e5 model card (tools/card_training.py, model_card_e5.py): a
 head trained in several stages names every stage on its card, first first, with the flags each
 stage ran with (a card that called the second stage "stage 1" shipped before this was fixed)."""
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import card_training  # noqa: E402
-import export_e5_heads  # noqa: E402
+import e5_bundle  # noqa: E402
 import model_card_e5  # noqa: E402
 
 
@@ -33,11 +33,11 @@ def test_every_earlier_stage_is_recorded_first_first(tmp_path: Path) -> None:
     imported.mkdir()  # the import: no training_info.json
     s1 = stage(tmp_path / "s1", imported, device="cuda", seed=42)
     s2 = stage(tmp_path / "s2", s1, freeze_embeddings=True, seed=45)
-    record = export_e5_heads.base_record(s2)
+    record = e5_bundle.base_record(s2)
     assert record["base_training"]["dir"] == "s2"
     assert [s["dir"] for s in record["earlier_stages"]] == ["s1", "s2"]
-    assert "earlier_stages" not in export_e5_heads.base_record(s1)  # one stage: as before
-    assert export_e5_heads.base_record(imported) == {}
+    assert "earlier_stages" not in e5_bundle.base_record(s1)  # one stage: as before
+    assert e5_bundle.base_record(imported) == {}
     lines = card_training.base_lines(
         record["base_training"], "ner", record["earlier_stages"], soup_below=True
     )

