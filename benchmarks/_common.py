@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: machine line, timing summaries, corpus, RESULTS.md sections.
+"""Shared helpers of the benchmark scripts: machine line, timing summaries, RESULTS.md sections.
 
 Every script in benchmarks/ writes only its own section of RESULTS.md (between
 `<!-- BEGIN name -->` and `<!-- END name -->` lines, see `write_section`), so the
@@ -16,7 +16,6 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import random
 import re
 import statistics
 import subprocess
@@ -231,103 +230,6 @@ def progress(message: str) -> None:
 
 
 _START = time.perf_counter()
-
-# ---- corpus ----------------------------------------------------------------------------------
-
-_SUBJECTS = [
-    "这家酒店",
-    "房间",
-    "前台服务员",
-    "早餐",
-    "这本书",
-    "手机",
-    "电池",
-    "屏幕",
-    "快递",
-    "客服",
-    "这款耳机",
-    "外卖",
-    "价格",
-    "包装",
-    "物流",
-    "这台笔记本",
-    "键盘",
-    "商品质量",
-    "售后",
-    "位置",
-]
-_OPINIONS = [
-    "很好",
-    "不错",
-    "一般般",
-    "太差了",
-    "非常满意",
-    "有点失望",
-    "物有所值",
-    "性价比很高",
-    "完全不值这个价",
-    "比想象中好",
-    "还可以吧",
-    "让人很生气",
-    "超出预期",
-    "体验很糟糕",
-    "值得推荐",
-    "不会再买了",
-]
-_DETAILS = [
-    "打扫得很干净",
-    "隔音效果比较差",
-    "服务态度热情周到",
-    "等了整整三天才到",
-    "用了一个星期就坏了",
-    "做工精细，手感很好",
-    "充电速度快，续航也够用",
-    "味道偏咸，分量倒是挺足",
-    "离地铁站只有五分钟路程",
-    "和描述的完全不一样",
-    "包装破损，里面的东西也摔坏了",
-    "朋友推荐的，果然没让人失望",
-    "内容充实，翻译也很流畅",
-    "系统经常卡顿，发热严重",
-    "退货流程太麻烦了",
-    "客服回复及时，问题很快就解决了",
-    "下次出差还会选择这里",
-    "颜色和图片上有色差",
-    "音质清晰，低音饱满",
-    "晚上空调噪音很大，根本睡不着",
-    "iPhone 充电器不兼容",
-    "5G 信号一直不稳定",
-    "快递员态度恶劣",
-    "早餐品种丰富，水果新鲜",
-]
-_ENDS = ["。", "！", "。", "…", "。"]
-
-
-def mixed_chinese_texts(n: int, seed: int = 0, max_chars: int = 120) -> list[str]:
-    """`n` review-like Chinese sentences of mixed length (a few to ~`max_chars` characters).
-
-    Offline and fixed: the same (n, seed) gives the same texts. About 40% are short (one
-    clause), 40% medium (2-4 clauses), 20% long (5-9 clauses), so batches need padding as
-    real traffic does. Only the lengths matter for speed; the words are made up from a list.
-    """
-    rng = random.Random(seed)
-    texts = []
-    for _ in range(n):
-        u = rng.random()
-        clauses = 1 if u < 0.4 else rng.randint(2, 4) if u < 0.8 else rng.randint(5, 9)
-        parts = []
-        for _ in range(clauses):
-            kind = rng.random()
-            if kind < 0.5:
-                parts.append(rng.choice(_SUBJECTS) + rng.choice(_OPINIONS))
-            else:
-                parts.append(rng.choice(_SUBJECTS) + rng.choice(_DETAILS))
-        text = "，".join(parts)
-        if len(text) > max_chars - 1:
-            text = text[: max_chars - 1].rstrip("，")
-        texts.append(text + rng.choice(_ENDS))
-    return texts
-
 
 # ---- RESULTS.md --------------------------------------------------------------------------------
 

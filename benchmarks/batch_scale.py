@@ -1,6 +1,6 @@
 """Batch throughput: `ernie-deploy batch` with the local engine vs the Ray engine with 1 and 2 actors.
 
-Writes a corpus of made-up Chinese review sentences (`_common.mixed_chinese_texts`) as jsonl,
+Writes a corpus of made-up Chinese review sentences (`_data.mixed_chinese_texts`) as jsonl,
 then runs the same job (`ernie_deploy.batch.run_batch`, jsonl output, `--batch-size` rows per
 predict call) with each contender, interleaved over `--repeats`: the local engine (one ONNX
 Runtime session with the usable cores as threads) and the Ray engine on a local Ray instance
@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+import _data  # noqa: E402
 
 SECTION = "batch_scale"
 TITLE = "## Batch jobs: local engine vs Ray actors"
@@ -63,7 +64,7 @@ class Run:
 
 
 def write_corpus(path: Path, rows: int) -> None:
-    texts = c.mixed_chinese_texts(rows, seed=0)
+    texts = _data.mixed_chinese_texts(rows, seed=0)
     with path.open("w", encoding="utf-8") as fh:
         for i, text in enumerate(texts):
             fh.write(json.dumps({"id": f"doc-{i}", "text": text}, ensure_ascii=False) + "\n")

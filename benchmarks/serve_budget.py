@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+import _data  # noqa: E402
 from _http_load import Run, Server, encode, load_run  # noqa: E402
 
 SECTION = "serve_budget"
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name, _, path = args.model.partition("=")
     load_before = c.load_average()
-    texts = c.mixed_chinese_texts(args.requests, seed=3)
+    texts = _data.mixed_chinese_texts(args.requests, seed=3)
     extra = {} if args.route in ("/v1/ner", "/v1/embeddings") else {"truncate": True}
     key = "input" if args.route == "/v1/embeddings" else "texts"
     bodies = [encode({key: [t], "model": name, **extra}) for t in texts]

@@ -12,7 +12,7 @@ consecutive chunks of 64 texts (what 64 requests in flight can be batched as).
 
 Workloads: `minilm` (/v1/embeddings, ours vs Infinity), `sentiment` (sentiment-zh,
 /v1/classify), `ner` (ner-zh, /v1/ner) and `ner-long` (ner-zh on 1k-20k character texts);
-Chinese texts from `_common.mixed_chinese_texts` (MSRA sentences for the long ones).
+Chinese texts from `_data.mixed_chinese_texts` (MSRA sentences for the long ones).
 `--baseline-src DIR` also runs our server from another source tree (A/B of two versions).
 Every measurement is repeated, all of them interleaved, order rotated each repeat; reported as
 median (min-max). Bounded by `--max-seconds`. Writes the "HTTP server under load" section.
@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _serve_peers as peers  # noqa: E402
 import _serve_report as report  # noqa: E402
@@ -72,12 +73,10 @@ def workloads(quick: bool) -> dict[str, Workload]:
 
 def texts_for(w: Workload, per_request: int, requests: int, quick: bool) -> list[str]:
     if w.long:
-        import _data
-
         sizes = LONG_CHARS[::2] if quick else LONG_CHARS
         return [_data.long_text(n, seed=i) for i, n in enumerate(sizes)]
     count = requests if per_request == 1 else 2 * requests  # 8 per request: 2 per 64 clients
-    return c.mixed_chinese_texts(count, seed=per_request)
+    return _data.mixed_chinese_texts(count, seed=per_request)
 
 
 def bodies(w: Workload, texts: list[str], per_request: int) -> list[bytes]:
