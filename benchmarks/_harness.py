@@ -6,10 +6,7 @@ the same texts `repeats` times, interleaved with the order rotated each repeat
 (`_common.interleaved`), and records wall and CPU time per run. Ratios to "ours" are taken
 per repeat (pairs that ran back to back) and summarised as median (min-max).
 
-Peak RSS is measured in a fresh process per contender (`rss_probe`): the process imports what
-the contender needs, loads it, predicts the longest texts (one full batch) once, and reports
-its VmHWM. That is the memory a deployment of that contender needs, framework included;
-in-process deltas would be blurred by the other contenders' allocations.
+Peak RSS is measured in a fresh process per contender: `_rss.py`.
 
 Comparison modules report goal checks through `record_goals` (a JSON file per module under
 .cache/bench/goals/) for run_all's goals table.
@@ -19,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +31,6 @@ import _data
 GOALS_DIR = _data.CACHE / "goals"
 QUICK_RESULTS = _data.CACHE / "RESULTS-quick.md"
 GAP_S = 0.2  # pause between timed runs: lets other runtimes' spinning threads go idle
-RSS_GRACE_S = 60  # RSS probes run after the timings and may start this long past the budget
 
 
 @dataclass
@@ -172,73 +165,6 @@ def warmup_texts(texts: list[str], n: int = 8) -> list[str]:
     """The `n` longest texts plus the first `n`: every code path runs once, cheaply."""
     longest = sorted(texts, key=len, reverse=True)[:n]
     return longest + texts[:n]
-
-
-# ---- peak RSS in a fresh process ---------------------------------------------------------------
-
-
-def peak_rss_kb() -> float:
-    """This process's peak RSS in KiB: VmHWM (ru_maxrss survives exec: it would report the
-    parent's peak in a child started by a big process)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-def rss_probe(module: str, table: str, contender: str, quick: bool, timeout: float = 300) -> float:
-    """Peak RSS (MB) of a new process that loads one contender and predicts the texts once."""
-    cmd = [sys.executable, str(Path(__file__)), module, table, contender]
-    cmd += ["--quick"] if quick else []
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
-    except subprocess.TimeoutExpired:
-        c.progress(f"RSS probe {module} {table} {contender}: timed out after {timeout:.0f} s")
-        return float("nan")
-    except subprocess.CalledProcessError as exc:
-        tail = (exc.stderr or "").strip().splitlines()[-3:]
-        c.progress(f"RSS probe {module} {table} {contender} failed: {' | '.join(tail)}")
-        return float("nan")
-    for line in out.stdout.splitlines():
-        if line.startswith("PEAK_RSS_MB "):
-            return float(line.split()[1])
-    return float("nan")
-
-
-def rss_column(
-    module: str, table: str, names: Sequence[str], args: argparse.Namespace
-) -> dict[str, float] | None:
-    """`rss_probe` for each name, one after another (never beside a timed run); None when
-    probes are off; a probe that would start past the deadline is skipped (NaN)."""
-    if args.no_rss:
-        return None
-    out = {}
-    for name in names:
-        if past_deadline(args, grace=RSS_GRACE_S):
-            c.progress(f"peak RSS {table} / {name}: skipped (time budget)")
-            out[name] = float("nan")
-            continue
-        out[name] = rss_probe(module, table, name, args.quick)
-        c.progress(f"peak RSS {table} / {name}: {out[name]:,.0f} MB")
-    return out
-
-
-def _probe_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description="peak RSS of one contender (used by rss_probe)")
-    p.add_argument("module")
-    p.add_argument("table")
-    p.add_argument("contender")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    mod = importlib.import_module(args.module)
-    texts, factory = mod.probe(args.table, args.contender, args.quick)
-    contender = factory()
-    contender.predict(texts)
-    print(f"PEAK_RSS_MB {peak_rss_kb() / 1024:.1f}", flush=True)
-    return 0
 
 
 # ---- report helpers ----------------------------------------------------------------------------
@@ -423,11 +349,6 @@ def load_note(args: argparse.Namespace) -> str | None:
         "on average while this table was measured, so the contenders shared the CPUs with "
         "them. Expect noise (see the ranges)."
     )
-
-
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    raise SystemExit(_probe_main(sys.argv[1:]))
 
 
 def finish(

@@ -33,6 +33,7 @@ import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _models  # noqa: E402
 import _ours  # noqa: E402
+import _rss  # noqa: E402
 
 SECTION = "accel"
 # The medium-shaped seq_cls model (same encoder as token_cls) is left out by default to keep
@@ -169,7 +170,7 @@ def run_subject(
     m = h.measure(contenders, texts, tokens, args.repeats, warm, subject.key, args.deadline)
     present = [k.name for k in contenders]
     agree = agreement(subject, present, agreement_texts(s, subject))
-    rss = h.rss_column("cmp_accel", subject.key, present, args) if rss_here else None
+    rss = _rss.rss_column("cmp_accel", subject.key, present, args) if rss_here else None
     unit = "tokens" if subject.task == "token_cls" else "texts"
     header = ["mode", "texts/s", "tokens/s", "× fp32", "max abs diff"]
     header += [f"argmax agreement ({agree.decisions:,} {unit})"]

@@ -29,6 +29,7 @@ import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _models  # noqa: E402
 import _ours  # noqa: E402
+import _rss  # noqa: E402
 
 SECTION = "embedding"
 TABLE = "embedding"
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = _ours.count_tokens(predictor, texts)
     warm = h.warmup_texts(texts)
     m = h.measure(contenders, texts, tokens, args.repeats, warm, TABLE, args.deadline)
-    rss = h.rss_column("cmp_embed", TABLE, list(m.runs), args)
+    rss = _rss.rss_column("cmp_embed", TABLE, list(m.runs), args)
     cos = agreement(contenders, texts)
     notes = {k.name: k.note for k in contenders}
     header = h.throughput_header(rss is not None)

@@ -25,6 +25,7 @@ import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _models  # noqa: E402
 import _ours  # noqa: E402
+import _rss  # noqa: E402
 
 SECTION = "longtext"
 TASK = "token_cls"
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         done[size] += 1
         walls[size].append(clock.wall)
         entities[size] = len(result[0].entities)
-        peak.setdefault(size, h.peak_rss_kb() / 1024)
+        peak.setdefault(size, _rss.peak_rss_kb() / 1024)
         c.progress(f"{size:,} chars run {done[size]}: {clock.wall * 1e6 / size:.1f} ms / 1k chars")
     per_k = {size: c.Spread.of([w * 1e6 / size for w in walls[size]]) for size in SIZES}
     rows = []

@@ -36,6 +36,7 @@ import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _models  # noqa: E402
 import _ours  # noqa: E402
+import _rss  # noqa: E402
 from _guide import GuidePredictor  # noqa: E402
 
 SECTION = "runtime"
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = {i: measure_task(s, subjects[i], args) for i in order}
     runs = [measured[i] for i in range(len(subjects))]
     # peak RSS after every timing (it is the first thing a spent budget drops)
-    rss = h.rss_column("cmp_runtime", subjects[0].key, list(runs[0].m.runs), args)
+    rss = _rss.rss_column("cmp_runtime", subjects[0].key, list(runs[0].m.runs), args)
     goals: list[h.Goal] = []
     for i, (x, run) in enumerate(zip(subjects, runs)):
         body, g = report_task(s, x, run, rss if i == 0 else None, args)

@@ -38,6 +38,7 @@ import _data  # noqa: E402
 import _harness as h  # noqa: E402
 import _models  # noqa: E402
 import _ours  # noqa: E402
+import _rss  # noqa: E402
 
 SECTION = "torch"
 TASKS = ("token_cls", "seq_cls")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     runs = [measure_task(s, task, args) for task in tasks]
     # peak RSS after every timing (it is the first thing a spent budget drops)
-    rss = h.rss_column("cmp_torch", tasks[0], list(runs[0].m.runs), args)
+    rss = _rss.rss_column("cmp_torch", tasks[0], list(runs[0].m.runs), args)
     goals: list[h.Goal] = []
     for i, run in enumerate(runs):
         body, g = report_task(s, run, rss if i == 0 else None, args)
