@@ -1,4 +1,4 @@
-"""tools/prune_e5_vocab.han_joined_pieces: the pieces a Han-isolating tokenizer can never emit.
+"""tools/prune_han_joined.han_joined_pieces: the pieces a Han-isolating tokenizer can never emit.
 
 The shipped NER table was cut by this rule; a wrong rule would change tokenization, so the
 test builds a small Unigram tokenizer with the NER pre-tokenizer, drops what the rule names and
@@ -17,7 +17,8 @@ tokenizers = pytest.importorskip("tokenizers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-from prune_e5_vocab import han_joined_pieces, pruned_tokenizer, reachable_texts  # noqa: E402
+from prune_e5_vocab import pruned_tokenizer  # noqa: E402
+from prune_han_joined import han_joined_pieces, reachable_texts  # noqa: E402
 
 VOCAB = [
     ("<s>", 0.0),

@@ -8,7 +8,7 @@
    PyTorch parity, 1e-4) into an fp32 directory; PyTorch's logits on the probe batch are kept
    as `export_check.npz` so `make test` can repeat the check without PyTorch.
    NER first drops the 9,414 pieces its Han-isolating tokenizer can never emit from the
-   word-embedding table (`prune_e5_vocab.drop_han_joined`: 0 tokenization differences on the
+   word-embedding table (`prune_han_joined.drop_han_joined`: 0 tokenization differences on the
    held-out and stress texts, identical PyTorch logits, or the tool stops). A head trained with
    `--crf` keeps its CRF tables (`crf_*.npy`) beside the weights; convert hf and the
    quantizers carry them, so every score below decodes with them;
@@ -196,7 +196,7 @@ def export(
     fp32 = work / "fp32"
     source, table = checkpoint, None
     if task == "ner":  # its Han-isolating tokenizer never emits 9,414 of the table's pieces
-        from prune_e5_vocab import drop_han_joined, han_joined_pieces
+        from prune_han_joined import drop_han_joined, han_joined_pieces
 
         if han_joined_pieces(json.loads((checkpoint / "tokenizer.json").read_text("utf-8"))):
             source = work / "checkpoint"

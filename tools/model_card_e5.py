@@ -38,7 +38,7 @@ E5_PRUNING = (
 
 
 def table_line(table: dict | None) -> str:
-    """The NER table's second cut (tools/prune_e5_vocab.drop_han_joined), from bundle.json."""
+    """The NER table's second cut (tools/prune_han_joined.drop_han_joined), from bundle.json."""
     if not table:
         return ""
     return (
