@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -221,3 +222,31 @@ def test_chunks_end_on_batch_boundaries(corpus: Path) -> None:
     source = open_source(corpus, "doc")
     sizes = [len(c) for c in chunks(source, 70, 64)]
     assert sizes == [58, 64, 64, 44]
+
+
+def test_embedding_rows_take_the_prompt_the_caller_names(tmp_path: Path) -> None:
+    """The bundled E5 model wants `passage: ` before the documents of a corpus."""
+    texts = ["北京的涮肉很好吃", "New York in 2008", "乔丹是篮球运动员"]
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in texts])
+    out = tmp_path / "out.jsonl"
+    done = batch("e5-small-zh-en", str(src), str(out), "--prompt-name", "passage")
+    assert done.exit_code == 0, done.output
+    got = np.array([row["embedding"] for row in read_jsonl(out)])
+    model = ernie_deploy.load("e5-small-zh-en", device="cpu")
+    want = np.stack([r.vector for r in model.predict(texts, prompt_name="passage")])
+    plain = np.stack([r.vector for r in model.predict(texts)])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, plain, atol=1e-3)  # without the flag the rows would differ
+    # the prompt is one of the settings a resumed job must keep
+    other = batch("e5-small-zh-en", str(src), str(out), "--prompt-name", "query")
+    assert other.exit_code != 0 and "was written with other settings (options)" in other.stderr
+    # a prompt the model lacks: one sentence, and no output or manifest left behind
+    bad_out = tmp_path / "bad.jsonl"
+    bad = batch("e5-small-zh-en", str(src), str(bad_out), "--prompt-name", "doc")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1
+    assert "Unknown prompt_name 'doc': this model's prompts are 'query', 'passage'" in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "docs.jsonl",
+        "out.jsonl",
+        "out.jsonl.batch.json",
+    ]

@@ -17,6 +17,7 @@ from ernie_deploy.batch.sink import (
     ParquetSink,
     Sink,
     check_manifest,
+    manifest_path,
     open_sink,
     result_types,
     write_manifest,
@@ -177,12 +178,17 @@ def run_batch(
         notify(f"resuming {output}: {done} of {total} rows already written")
     write_manifest(output, settings, None)
     advance = progress(total, done) if progress else None
-    if options.engine == "ray":
-        from ernie_deploy.batch.ray_engine import run_ray
+    try:
+        if options.engine == "ray":
+            from ernie_deploy.batch.ray_engine import run_ray
 
-        run_ray(model, source, sink, options, done, report, advance, notify)
-    else:
-        _run_local(model, source, sink, options, done, report, advance, notify)
+            run_ray(model, source, sink, options, done, report, advance, notify)
+        else:
+            _run_local(model, source, sink, options, done, report, advance, notify)
+    except BaseException:
+        if not output.exists():  # failed before a row was written (e.g. the model would not load)
+            manifest_path(output).unlink(missing_ok=True)
+        raise
     sink.finish()
     write_manifest(output, settings, total)
     return report

@@ -66,6 +66,7 @@ def batch_cmd(
     decode: opt.Decode = None,
     pooling: opt.Pooling = None,
     normalize: opt.Normalize = None,
+    prompt_name: opt.PromptName = None,
 ) -> None:
     """Predict every row of INPUT into OUTPUT: input columns kept, results beside them.
 
@@ -107,6 +108,7 @@ def batch_cmd(
             decode=decode,
             pooling=pooling,
             normalize=normalize,
+            prompt_name=prompt_name,
         )
         model_options = BatchModel(model, load_options)
         with _Bar() as bar:
