@@ -1,7 +1,8 @@
-"""tools/train_e5_heads.py --llrd, --label-smoothing, --rdrop and --train-on-dev: each parameter trains at
-the rate its depth says, the old two-group optimizer is unchanged when the decay is 1 (so older
-runs resume on the same trajectory), the smoothed loss is the one the flag names, and a final fit
-trains on the dev texts too and leaves no dev-chosen best/."""
+"""tools/train_e5_heads.py --llrd, --label-smoothing, --rdrop, --train-on-dev and --prompt: each
+parameter trains at the rate its depth says, the old two-group optimizer is unchanged when the decay
+is 1 (so older runs resume on the same trajectory), the smoothed loss is the one the flag names, a
+final fit trains on the dev texts too and leaves no dev-chosen best/, and a prompt goes before every
+sentiment text."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
 
 import train_e5_heads  # noqa: E402
 from e5_trainer import E5Trainer  # noqa: E402
@@ -164,3 +166,30 @@ def test_train_on_dev_is_refused_where_there_is_no_dev_to_add(
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "--dev-size above 0" in err
         assert not work.exists()
+
+
+def test_prompt_goes_before_every_text_and_counts_against_max_len(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import e5_heads_data as hd
+
+    tok = hd.load_tokenizer(ROOT / "src" / "ernie_deploy" / "models" / "sentiment-zh-e5")
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    texts = ["房间很干净，服务也好。", "位置不太好"]
+    plain, cut = hd.sentiment_ids(tok, texts, 128)
+    asked, _ = hd.sentiment_ids(tok, texts, 128, "query: ")
+    prompt = tok.encode("query:", add_special_tokens=False).ids
+    assert cut == 0 and len(prompt) == 3
+    for p, a in zip(plain, asked):
+        assert p[0] == a[0] == bos and p[-1] == a[-1] == eos
+        assert a.tolist() == [bos, *prompt, *p[1:].tolist()]  # the text's pieces are unchanged
+    short, cut = hd.sentiment_ids(tok, texts, 8, "query: ")
+    assert cut == 2 and all(len(x) == 8 for x in short)
+    assert short[0].tolist() == asked[0][:7].tolist() + [eos]
+    work, base = tmp_path / "w", tiny_member(tmp_path / "base", 1)
+    code = train_e5_heads.main(
+        ["ner", "--workdir", str(work), "--base", str(base), "--prompt", "query: "]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--prompt puts words before each text" in err and err.count("\n") == 1
+    assert not work.exists()

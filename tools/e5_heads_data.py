@@ -156,25 +156,36 @@ def prepare_ner(model_dir: Path, seed: int, dev_size: int, max_len: int) -> dict
     return out
 
 
+def sentiment_ids(
+    tok: Any, texts: list[str], max_len: int, prompt: str = ""
+) -> tuple[list[np.ndarray], int]:
+    """<s> + the pieces of `prompt` + each text (cut to `max_len` in all) + </s>, and how many
+    texts were cut. The prompt (E5's "query: ") is tokenized with the text, as the embedding
+    model's prompts are."""
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    encs = tok.encode_batch([prompt + t for t in texts], add_special_tokens=False)
+    ids = [np.concatenate(([bos], e.ids[: max_len - 2], [eos])).astype(np.int32) for e in encs]
+    return ids, sum(len(e.ids) > max_len - 2 for e in encs)
+
+
 def prepare_sentiment(
-    model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int
+    model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int, prompt: str = ""
 ) -> dict:
     tok = load_tokenizer(model_dir)
-    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     splits, facts = sentiment_splits(seed, heldout_size, dev_size)
     out: dict = {}
     truncated = 0
     for name, items in splits.items():
-        encs = tok.encode_batch([t for t, _ in items], add_special_tokens=False)
-        examples = []
-        for (_, label), enc in zip(items, encs):
-            truncated += len(enc.ids) > max_len - 2
-            ids = np.concatenate(([bos], enc.ids[: max_len - 2], [eos])).astype(np.int32)
-            examples.append((ids, label))
-        out[name] = {"examples": examples, "texts": [t for t, _ in items]}
+        ids, cut = sentiment_ids(tok, [t for t, _ in items], max_len, prompt)
+        truncated += cut
+        out[name] = {
+            "examples": [(x, label) for x, (_, label) in zip(ids, items)],
+            "texts": [t for t, _ in items],
+        }
     lengths = [len(e[0]) for e in out["train"]["examples"]]
     out["facts"] = {
         **facts,
+        **({"prompt": prompt} if prompt else {}),
         "truncated_to_max_len": truncated,
         "median_pieces": float(np.median(lengths)),
     }
@@ -198,8 +209,14 @@ def fold_indices(count: int, fold: int, folds: int, seed: int) -> np.ndarray:
 
 
 def prepare(
-    task: str, model_dir: Path, seed: int, dev_size: int, heldout_size: int, max_len: int
+    task: str,
+    model_dir: Path,
+    seed: int,
+    dev_size: int,
+    heldout_size: int,
+    max_len: int,
+    prompt: str = "",
 ) -> dict:
     if task == "ner":
         return prepare_ner(model_dir, seed, dev_size, max_len)
-    return prepare_sentiment(model_dir, seed, dev_size, heldout_size, max_len)
+    return prepare_sentiment(model_dir, seed, dev_size, heldout_size, max_len, prompt)

@@ -84,6 +84,12 @@ def load_data(a: argparse.Namespace, work: Path) -> dict:
     return cached_data(
         work,
         lambda: hd.prepare(
-            a.task, Path(a.base), a.split_seed, a.dev_size, a.heldout_size, a.max_len
+            a.task,
+            Path(a.base),
+            a.split_seed,
+            a.dev_size,
+            a.heldout_size,
+            a.max_len,
+            getattr(a, "prompt", ""),
         ),
     )

@@ -66,6 +66,7 @@ TRAJECTORY_KEYS = (
     "train_on_dev",
     "pooling",
     "rdrop",
+    "prompt",
 )
 # Keys added after runs were started, with the value those runs had.
 ADDED_KEYS = {
@@ -78,6 +79,7 @@ ADDED_KEYS = {
     "train_on_dev": False,
     "pooling": "cls",
     "rdrop": 0.0,
+    "prompt": "",
 }
 
 
@@ -162,6 +164,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sentiment: R-Drop, each batch runs twice under different dropout and the loss adds "
         "this weight x the symmetric KL divergence of the two predictions to their mean "
         "cross-entropy (twice the compute per step); 0 = off",
+    )
+    p.add_argument(
+        "--prompt",
+        default="",
+        help="sentiment: put before every text, in training and evaluation (E5 was pretrained "
+        "with 'query: ' before texts it classifies); the exported model puts it there too",
     )
     p.add_argument(
         "--crf",
@@ -323,47 +331,42 @@ def add_dev_to_train(data: dict) -> dict:
     return {**data, "train": joined, "facts": facts}
 
 
+def task_refusal(a: argparse.Namespace) -> str | None:
+    """One sentence when a flag does not fit the task (or its split), else None."""
+    only = ": use it with the sentiment task only."
+    sentiment_only = (
+        (a.pooling == "mean", "--pooling mean pools a whole text for one label" + only),
+        (a.label_smoothing, "--label-smoothing smooths the sentiment labels" + only),
+        (a.rdrop, "--rdrop compares two predictions of one label per text" + only),
+        (
+            a.exclude_train is not None or a.hold_out_fold,
+            "--exclude-train and --hold-out-fold leave out texts: use them with the sentiment "
+            "task only.",
+        ),
+        (a.prompt, "--prompt puts words before each text, which would move NER's offsets" + only),
+    )
+    if a.crf and a.task != "ner":
+        return "--crf tags words: use it with the ner task only."
+    for used, why in sentiment_only:
+        if used and a.task != "sentiment":
+            return why
+    if a.train_on_dev and (a.task != "sentiment" or not a.dev_size):
+        return (
+            "--train-on-dev adds the dev split to training: use it with the sentiment task and a "
+            "--dev-size above 0."
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(a.threads)
     if not device_is_usable(a.device) or not base_is_a_model(a.base):  # before anything is written
         return 2
-    if a.crf and a.task != "ner":
-        print("--crf tags words: use it with the ner task only.", file=sys.stderr)
-        return 2
-    if a.pooling == "mean" and a.task != "sentiment":
-        print(
-            "--pooling mean pools a whole text for one label: use it with the sentiment task only.",
-            file=sys.stderr,
-        )
-        return 2
-    if a.label_smoothing and a.task != "sentiment":
-        print(
-            "--label-smoothing smooths the sentiment labels: use it with the sentiment task only.",
-            file=sys.stderr,
-        )
-        return 2
-    if a.rdrop and a.task != "sentiment":
-        print(
-            "--rdrop compares two predictions of one label per text: use it with the sentiment "
-            "task only.",
-            file=sys.stderr,
-        )
-        return 2
-    if (a.exclude_train is not None or a.hold_out_fold) and a.task != "sentiment":
-        print(
-            "--exclude-train and --hold-out-fold leave out texts: use them with the sentiment "
-            "task only.",
-            file=sys.stderr,
-        )
-        return 2
-    if a.train_on_dev and (a.task != "sentiment" or not a.dev_size):
-        print(
-            "--train-on-dev adds the dev split to training: use it with the sentiment task and a "
-            "--dev-size above 0.",
-            file=sys.stderr,
-        )
+    why = task_refusal(a)
+    if why:
+        print(why, file=sys.stderr)
         return 2
     for listed in a.exclude_train or ():
         if not Path(listed).is_file():
