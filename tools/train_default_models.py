@@ -82,11 +82,9 @@ TRAJECTORY_KEYS = (
 )
 
 
-# ---------------------------------------------------------------- data from the registry
-
-
-# ---------------------------------------------------------------- training machinery
 class Trainer(TrainLoop):
+    """paddlenlp ERNIE, trained from random weights by tools/train_loop.py's loop."""
+
     def __init__(self, args: argparse.Namespace, data: dict) -> None:
         import paddle
         from paddlenlp.transformers import (
