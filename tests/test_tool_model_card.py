@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -128,3 +130,25 @@ def test_a_mean_pooled_head_is_named_with_its_flag() -> None:
         "`XLMRobertaForSequenceClassification`)."
     )
     assert "`XLMRobertaForTokenClassification`" in model_card_e5.head_words("ner", None)
+
+
+def test_a_head_trained_with_a_prompt_is_not_exported_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import export_e5_heads
+
+    head = stage(tmp_path / "q", tmp_path, prompt="query: ")
+    (head / "model.safetensors").write_bytes(b"")
+    assert e5_bundle.trained_prompt(head) == "query: "
+    assert export_e5_heads.main(["sentiment", "--checkpoint", str(head), "--no-ship"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained with --prompt 'query: '" in err and err.count("\n") == 1
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    info = {
+        "hparams": {},
+        "soup": {"ingredients": [{"hparams": {}}, {"hparams": {"prompt": "q: "}}]},
+    }
+    (soup / "training_info.json").write_text(json.dumps(info), "utf-8")
+    assert e5_bundle.trained_prompt(soup) == "q: "
+    assert e5_bundle.trained_prompt(stage(tmp_path / "bare", tmp_path)) == ""

@@ -193,3 +193,14 @@ def continued_from(base: Path) -> dict[str, Any]:
             "rebuild_check": rebuilt["check"],
         }
     }
+
+
+def trained_prompt(checkpoint: Path) -> str:
+    """The --prompt a head, or any ingredient of a soup, was trained with ("" for none)."""
+    path = checkpoint / "training_info.json"
+    if not path.is_file():
+        return ""
+    info = json.loads(path.read_text("utf-8"))
+    ingredients = (info.get("soup") or {}).get("ingredients", [])
+    hparams = [info.get("hparams", {}), *(i.get("hparams", {}) for i in ingredients)]
+    return next((str(hp["prompt"]) for hp in hparams if hp.get("prompt")), "")

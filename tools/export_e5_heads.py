@@ -54,7 +54,13 @@ sys.path.insert(0, str(TOOLS))
 sys.path.insert(0, str(ROOT / "src"))
 
 import evaluate_default_models as evaluate  # noqa: E402
-from e5_bundle import make_bundle, size_mb, source_bundle, training_base  # noqa: E402
+from e5_bundle import (  # noqa: E402
+    make_bundle,
+    size_mb,
+    source_bundle,
+    trained_prompt,
+    training_base,
+)
 from e5_candidates import (  # noqa: E402
     BATCH_DRIFT_LIMIT,
     CANDIDATES,
@@ -344,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if prompt := trained_prompt(checkpoint):  # train_e5_heads.py --prompt
+        print(
+            f"{checkpoint} was trained with --prompt {prompt!r}, which the exported seq_cls head "
+            "would not put before its texts: export a head trained without --prompt.",
+            file=sys.stderr,
+        )
+        return 2
     if a.card_only:
         from model_card_e5 import write_e5_card
 
