@@ -84,6 +84,10 @@ def test_members_of_other_shapes_or_tokenizers_are_refused(tmp_path: Path) -> No
     np.save(b / "crf_transitions.npy", np.ones((7, 7)))
     (b / "tokenizer.json").write_bytes((a / "tokenizer.json").read_bytes())
     assert soup.check_members([b, crf]) is None
+    prompted = tiny_member(tmp_path / "e", 5)
+    info = {"hparams": {"prompt": "query: "}}
+    (prompted / "training_info.json").write_text(json.dumps(info), "utf-8")
+    assert "prompt (--prompt)" in soup.check_members([a, prompted])
 
 
 def test_cli_refuses_an_existing_out_and_a_single_member(tmp_path: Path, capsys) -> None:

@@ -37,6 +37,7 @@ import numpy as np
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
+from e5_bundle import trained_prompt  # noqa: E402
 
 CRF_FILE = "crf_transitions.npy"  # tools/crf_torch.py: a --crf run's tables, averaged too
 CRF_KEY = "crf::"
@@ -71,14 +72,15 @@ def check_members(members: list[Path]) -> str | None:
             (m / "tokenizer.json").read_bytes() if (m / "tokenizer.json").is_file() else b"",
             (m / CRF_FILE).is_file(),
             cfg.get("classifier_pooling") or "cls",  # train_e5_heads.py --pooling
+            trained_prompt(m),  # --prompt: the members must have read the same inputs
         )
         if first is None:
             first = (m, shape)
         elif shape != first[1]:
             return (
                 f"{m} differs from {first[0]} in architecture, depth, vocabulary, labels, "
-                "tokenizer, CRF tables (train_e5_heads.py --crf) or pooling (--pooling): soup "
-                "only members of one shape."
+                "tokenizer, CRF tables (train_e5_heads.py --crf), pooling (--pooling) or prompt "
+                "(--prompt): soup only members of one shape."
             )
     return None
 
