@@ -23,7 +23,6 @@ save_pretrained directory with the base's tokenizer files:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -235,14 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     work = train_loop.open_workdir(a, TRAJECTORY_KEYS, {})
     if work is None:
         return 2
-    hp = dict(vars(a))
     data = e5_run.load_data(a, work)
     import torch
 
     torch.set_num_threads(a.threads)
-    trainer = MlmTrainer(a, data)
-    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(hp)}")
-    return trainer.run()
+    return MlmTrainer(a, data).start()
 
 
 if __name__ == "__main__":

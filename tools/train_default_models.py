@@ -376,9 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     for setter in ("set_num_threads",):
         if hasattr(paddle.base.core, setter):
             getattr(paddle.base.core, setter)(a.threads)
-    trainer = Trainer(a, data)
-    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(vars(a))}")
-    return trainer.run()
+    return Trainer(a, data).start()
 
 
 if __name__ == "__main__":

@@ -375,7 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     work = open_workdir(a, TRAJECTORY_KEYS, ADDED_KEYS)
     if work is None:
         return 2
-    hp = dict(vars(a))
     data = load_data(a, work)
     split_texts = data["train"].get("texts", [])
     for listed in a.exclude_train or ():
@@ -394,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     from e5_trainer import E5Trainer
 
-    trainer = E5Trainer(a, data)
-    trainer.log(f"start pid {os.getpid()} hparams {json.dumps(hp)}")
-    return trainer.run()
+    return E5Trainer(a, data).start()
 
 
 if __name__ == "__main__":

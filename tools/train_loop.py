@@ -221,6 +221,11 @@ class TrainLoop:
         return True
 
     # -- the loop
+    def start(self) -> int:
+        """Log this process and its flags, then run (or resume) the schedule."""
+        self.log(f"start pid {os.getpid()} hparams {json.dumps(vars(self.args))}")
+        return self.run()
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda num, frame: setattr(self, "stop_signal", num))
