@@ -161,6 +161,33 @@ def test_output_made_with_other_settings_is_refused(
     assert foreign.read_text(encoding="utf-8") == '{"x": 1}\n'
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_overwrite_keeps_the_old_output_until_the_new_job_has_rows(
+    lookup_ner: Path, corpus: Path, tmp_path: Path, suffix: str
+) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / f"out{suffix}"
+    assert batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc").exit_code == 0
+    manifest = out / "_batch.json" if suffix == ".parquet" else Path(f"{out}.batch.json")
+    before = (_rows(out), manifest.read_bytes())
+    # a job that fails before its first row (here the model refuses the labels) removes nothing
+    failed = batch(
+        str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--overwrite",
+        "--labels", "O,B-PER",
+    )  # fmt: skip
+    assert failed.exit_code != 0 and "Traceback" not in failed.output
+    assert (_rows(out), manifest.read_bytes()) == before
+    resumed = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc")
+    assert resumed.exit_code == 0 and "nothing to do" in resumed.stderr
+    # one that runs replaces the rows and the manifest
+    over = batch(str(lookup_ner), str(corpus), str(out), "--text-column", "doc", "--overwrite",
+                 "--strict")  # fmt: skip
+    assert over.exit_code == 0 and "wrote 300 rows" in over.stderr
+    assert len(_rows(out)) == 300 and manifest.read_bytes() != before[1]
+    assert json.loads(manifest.read_text(encoding="utf-8"))["complete_rows"] == 300
+
+
 def test_bad_input_is_one_sentence_and_keeps_written_rows(
     lookup_ner: Path, corpus: Path, tmp_path: Path
 ) -> None:

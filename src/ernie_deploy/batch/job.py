@@ -19,6 +19,7 @@ from ernie_deploy.batch.sink import (
     check_manifest,
     manifest_path,
     open_sink,
+    remove_output,
     result_types,
     write_manifest,
 )
@@ -176,7 +177,10 @@ def run_batch(
         return report
     if done:
         notify(f"resuming {output}: {done} of {total} rows already written")
-    write_manifest(output, settings, None)
+    if options.overwrite and (output.exists() or manifest_path(output).exists()):
+        sink.before_first_write = lambda: _replace(output, settings)
+    else:
+        write_manifest(output, settings, None)
     advance = progress(total, done) if progress else None
     try:
         if options.engine == "ray":
@@ -192,6 +196,11 @@ def run_batch(
     sink.finish()
     write_manifest(output, settings, total)
     return report
+
+
+def _replace(output: Path, settings: dict[str, Any]) -> None:
+    remove_output(output)
+    write_manifest(output, settings, None)
 
 
 def _run_local(

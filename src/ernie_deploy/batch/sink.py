@@ -17,7 +17,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ _PART = re.compile(r"^part-(\d{12})-(\d{12})\.parquet$")
 
 class Sink(Protocol):
     path: Path
+    before_first_write: Callable[[], None] | None
 
     def done(self) -> int:
         """Rows already written (a prefix of the input); repairs what a crash left half-written."""
@@ -65,17 +66,13 @@ def manifest_path(path: Path) -> Path:
 def check_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """The manifest of an existing output made with the same `settings`, or None for a new one.
 
-    With `overwrite`, an existing output (and manifest) is removed first. An output made with
-    other settings, or not by `batch`, raises OutputExistsError naming the fix.
+    With `overwrite` it is None and nothing is removed here: the old output stays until the new
+    job has rows to write (`remove_output`, called from the sink's first write). An output made
+    with other settings, or not by `batch`, raises OutputExistsError naming the fix.
     """
     mpath = manifest_path(path)
     exists = path.exists()
     if overwrite:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif exists:
-            path.unlink()
-        mpath.unlink(missing_ok=True)
         return None
     if not exists:
         mpath.unlink(missing_ok=True)
@@ -96,6 +93,15 @@ def check_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dic
     return dict(old)
 
 
+def remove_output(path: Path) -> None:
+    """Remove an output (file or parquet folder) and its manifest, for --overwrite."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    manifest_path(path).unlink(missing_ok=True)
+
+
 def write_manifest(path: Path, settings: dict[str, Any], rows: int | None) -> None:
     """Record the settings (and, once finished, the number of rows) beside the output."""
     mpath = manifest_path(path)
@@ -106,7 +112,20 @@ def write_manifest(path: Path, settings: dict[str, Any], rows: int | None) -> No
     os.replace(tmp, mpath)
 
 
-class JsonlSink:
+class _FirstWrite:
+    """`before_first_write`, when set, runs once before the sink first writes or finishes: with
+    --overwrite it removes the old output then, so a job that fails before its first row (a model
+    that will not load, bad labels) leaves the old output as it was."""
+
+    before_first_write: Callable[[], None] | None = None
+
+    def _first_write(self) -> None:
+        hook, self.before_first_write = self.before_first_write, None
+        if hook is not None:
+            hook()
+
+
+class JsonlSink(_FirstWrite):
     """Appends JSON lines; `done()` counts complete lines and drops a cut-off last line."""
 
     def __init__(self, path: Path) -> None:
@@ -128,16 +147,17 @@ class JsonlSink:
         return count
 
     def write(self, start: int, rows: Sequence[dict[str, Any]], lines: Sequence[str]) -> None:
+        self._first_write()
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write("".join(line + "\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
 
     def finish(self) -> None:
-        return None
+        self._first_write()
 
 
-class ParquetSink:
+class ParquetSink(_FirstWrite):
     """Part files per chunk, merged into larger files at the end (see the module docstring)."""
 
     def __init__(self, path: Path, result_types: dict[str, Any]) -> None:
@@ -178,6 +198,7 @@ class ParquetSink:
     def write(self, start: int, rows: Sequence[dict[str, Any]], lines: Sequence[str]) -> None:
         pq = _pq()
         table = self._table(rows, start)
+        self._first_write()
         self.path.mkdir(parents=True, exist_ok=True)
         final = self.path / f"part-{start:012d}-{start + len(rows):012d}.parquet"
         tmp = final.with_name(final.name + ".tmp")
@@ -207,6 +228,7 @@ class ParquetSink:
         """Merge the parts into files of up to ROWS_PER_FILE rows (kept as parts if impossible)."""
         import pyarrow as pa
 
+        self._first_write()
         pq = _pq()
         parts = self._parts()
         groups: list[list[tuple[int, int, Path]]] = [[]]
