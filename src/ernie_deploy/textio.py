@@ -5,14 +5,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ernie_deploy.errors import EmptyInputError, ErnieDeployError, InputEncodingError, InputError
 from ernie_deploy.tasks.batching import check_unicode
 
 
-def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[str, Any]]:
-    """Yield one record per input line: txt lines become {"text": line}; blank txt lines are skipped.
+class Line(NamedTuple):
+    """One input: the text to predict and the record it came from (kept as it was)."""
+
+    text: str
+    record: dict[str, Any]
+
+
+def text_lines(texts: list[str]) -> Iterator[Line]:
+    """Texts given on the command line, as the records a txt file would give."""
+    return (Line(t, {"text": t}) for t in texts)
+
+
+def iter_records(path: str | Path, text_field: str = "text") -> Iterator[Line]:
+    """Yield one Line per input line: txt lines become {"text": line}; blank txt lines are skipped.
 
     A `.jsonl` / `.json` file (or a txt file whose first line starts with '{') is read as JSON
     lines, each an object with `text_field`. Errors name the line and how to fix it, and are
@@ -40,12 +52,16 @@ def iter_records(path: str | Path, text_field: str = "text") -> Iterator[dict[st
             if not line.strip():
                 continue
             seen = True
-            yield _json_record(line, path, line_no, text_field) if jsonl else {"text": line}
+            yield (
+                _json_record(line, path, line_no, text_field)
+                if jsonl
+                else Line(line, {"text": line})
+            )
     if not seen:
         raise EmptyInputError(f"{path} holds no texts: put one text per line (or jsonl records).")
 
 
-def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[str, Any]:
+def _json_record(line: str, path: Path, line_no: int, text_field: str) -> Line:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -68,13 +84,12 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> dict[s
         )
     if not text.isascii():
         check_unicode(text, f"{path} line {line_no}")
-    record["text"] = text
-    return record
+    return Line(text, record)
 
 
-def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def chunked(records: Iterator[Line], size: int) -> Iterator[list[Line]]:
     """Group records; when reading fails, the records read so far are yielded before the error."""
-    buf: list[dict[str, Any]] = []
+    buf: list[Line] = []
     try:
         for record in records:
             buf.append(record)
@@ -89,16 +104,29 @@ def chunked(records: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[
         yield buf
 
 
-def result_record(record: dict[str, Any], result: Any, prefix: str = "") -> dict[str, Any]:
+PREFIX_FIX = "pass --result-prefix (e.g. pred_) to name the result columns apart"
+
+
+def result_record(
+    record: dict[str, Any], result: Any, prefix: str = "", fix: str = PREFIX_FIX
+) -> dict[str, Any]:
     """One output row: the input `record` with the fields of `result.to_dict()` beside it.
 
     The result's own `text` is left out (the record already holds the text); the other fields
-    are named `prefix + field`. `predict` and `batch` write their rows with this, so both
-    commands (and both batch engines) give the same row for the same input.
+    are named `prefix + field`. An input column of the same name (a gold `label`, say) is never
+    replaced: InputError names it and `fix`. `predict`, `infer.py` and `batch` write their rows
+    with this, so the commands (and both batch engines) give the same row for the same input.
     """
     fields = result.to_dict()
     fields.pop("text", None)
-    return {**record, **{prefix + key: value for key, value in fields.items()}}
+    named = {prefix + key: value for key, value in fields.items()}
+    clash = [name for name in named if name in record]
+    if clash:
+        raise InputError(
+            f"The input already has a column {clash[0]!r}, which the results would replace: "
+            f"{fix}, or rename that column."
+        )
+    return {**record, **named}
 
 
 def json_line(record: dict[str, Any]) -> str:

@@ -188,6 +188,21 @@ def test_overwrite_keeps_the_old_output_until_the_new_job_has_rows(
     assert json.loads(manifest.read_text(encoding="utf-8"))["complete_rows"] == 300
 
 
+def test_a_column_the_results_would_replace_is_refused(
+    cls_model: list[str], tmp_path: Path
+) -> None:
+    src = write_jsonl(
+        tmp_path / "gold.jsonl", [{"text": t, "label": "gold"} for t in make_texts(5)]
+    )
+    out = tmp_path / "out.jsonl"
+    refused = batch(cls_model[0], str(src), str(out), *cls_model[1:])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "already has a column 'label'" in refused.stderr and "--result-prefix" in refused.stderr
+    done = batch(cls_model[0], str(src), str(out), *cls_model[1:], "--result-prefix", "pred_")
+    assert done.exit_code == 0, done.output
+    assert [r["label"] for r in read_jsonl(out)] == ["gold"] * 5
+
+
 def test_bad_input_is_one_sentence_and_keeps_written_rows(
     lookup_ner: Path, corpus: Path, tmp_path: Path
 ) -> None:

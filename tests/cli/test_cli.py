@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ernie_deploy.cli import app
+from tests._cli import one_error
 
 runner = CliRunner()
 
@@ -35,6 +36,30 @@ def test_predict_file_to_file_keeps_columns(lookup_ner: Path, tmp_path: Path) ->
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == list(range(600))
     assert all(r["entities"][0]["text"] == "姚明" for r in records)
+
+
+def test_predict_never_replaces_an_input_column(bag_cls: Path, tmp_path: Path) -> None:
+    src = tmp_path / "gold.jsonl"
+    src.write_text(
+        '{"body": "北京", "text": "mine", "label": "gold-a"}\n{"body": "重庆", "label": "gold-b"}\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["predict", str(bag_cls), "--task", "seq_cls", "-i", str(src), "-o", str(out)]
+    refused = runner.invoke(app, [*args, "--text-field", "body"])
+    line = one_error(refused)
+    assert "already has a column 'label'" in line and "--result-prefix" in line
+    assert not out.exists()
+    done = runner.invoke(app, [*args, "--text-field", "body", "--result-prefix", "pred_"])
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    # the input's own columns, "text" included, come out as they went in
+    assert [{k: r[k] for k in ("body", "label")} for r in rows] == [
+        {"body": "北京", "label": "gold-a"},
+        {"body": "重庆", "label": "gold-b"},
+    ]
+    assert rows[0]["text"] == "mine" and "text" not in rows[1]
+    assert all(r["pred_label"] and r["pred_score"] > 0 for r in rows)
 
 
 def test_predict_stops_at_bad_line_keeping_earlier_results(

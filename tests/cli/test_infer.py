@@ -141,6 +141,21 @@ def test_input_file_txt_and_jsonl(lookup_ner: Path, tmp_path: Path) -> None:
     assert json.loads(out.read_text(encoding="utf-8"))["id"] == 7
 
 
+def test_an_input_column_the_results_would_replace_is_refused(
+    bag_cls: Path, tmp_path: Path
+) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"text": "这个太差了", "label": "positive"}\n', encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    model = str(bag_cls / "tnews_model.onnx")
+    run = infer("--task_name", "seq_cls", "--model_path", model, "--input_file", str(gold),
+                "--output_file", str(out))  # fmt: skip
+    line = one_error_line(run)
+    assert "already has a column 'label'" in line and "--result-prefix" in line
+    assert not out.exists() or "positive" not in out.read_text(encoding="utf-8")
+    assert gold.read_text(encoding="utf-8") == '{"text": "这个太差了", "label": "positive"}\n'
+
+
 def one_error_line(run: subprocess.CompletedProcess[str]) -> str:
     assert run.returncode != 0
     assert "Traceback" not in run.stderr

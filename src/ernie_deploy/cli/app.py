@@ -79,11 +79,14 @@ def predict(
     prompt_name: opt.PromptName = None,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
     text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
+    result_prefix: Annotated[
+        str, typer.Option(help="Put before the result fields' names (e.g. pred_).")
+    ] = "",
 ) -> None:
     """Predict texts given as arguments or in a file; results are jsonl, written as they are made."""
     from ernie_deploy.api import load
     from ernie_deploy.outputs import atomic_text, check_output
-    from ernie_deploy.textio import JsonlWriter, iter_records
+    from ernie_deploy.textio import JsonlWriter, Line, iter_records, text_lines
 
     try:
         if texts and input_file:
@@ -112,18 +115,20 @@ def predict(
             inputs = [input_file] if input_file is not None else []
             check_output(output_file, inputs, flag="--output-file", overwrite=overwrite)
         if input_file is not None:
-            records: Iterator[dict[str, Any]] = iter_records(input_file, text_field)
+            records: Iterator[Line] = iter_records(input_file, text_field)
             first = next(records)  # fail on a bad file before loading the model
             records = chain([first], records)
             total = _count_lines(input_file)
         else:
-            records = iter([{"text": t} for t in texts or []])
+            records = text_lines(texts or [])
             total = len(texts or [])
         predictor = load(model, options=options)
         for notice in predictor.model.notices:
             typer.echo(f"note: {notice}", err=True)
         with atomic_text(output_file) if output_file else nullcontext(sys.stdout) as out:
-            _write_results(predictor, records, JsonlWriter(out), query, total, output_file)
+            _write_results(
+                predictor, records, JsonlWriter(out), query, total, output_file, result_prefix
+            )
     except ErnieDeployError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
@@ -138,16 +143,17 @@ def _count_lines(path: Path) -> int:
 
 def _write_results(
     predictor: Any,
-    records: Iterator[dict[str, Any]],
+    records: Iterator[Any],
     writer: Any,
     query: Optional[str],
     total: int,
     output_file: Optional[Path],
+    prefix: str,
 ) -> None:
     if predictor.task == "rerank":
         if not query:
             raise InputError("A rerank model needs --query: the texts are the documents ranked.")
-        docs = [r["text"] for r in records]
+        docs = [r.text for r in records]
         for hit in predictor.rerank(query, docs).hits:
             writer.write({"query": query, **hit.to_dict()})
         return
@@ -160,9 +166,9 @@ def _write_results(
         bar = progress.add_task("predicting", total=total)
         done = 0
         for chunk in chunked(records, 256):
-            results = predictor.predict([r["text"] for r in chunk], first_index=done)
-            for record, result in zip(chunk, results):
-                writer.write(result_record(record, result))
+            results = predictor.predict([r.text for r in chunk], first_index=done)
+            for line, result in zip(chunk, results):
+                writer.write(result_record(line.record, result, prefix))
             done += len(chunk)
             progress.update(bar, advance=len(chunk))
     if output_file is not None:

@@ -12,7 +12,7 @@ from typing import Any
 from ernie_deploy.errors import ErnieDeployError, InputError
 from ernie_deploy.options import LoadOptions
 from ernie_deploy.outputs import atomic_text, check_output
-from ernie_deploy.textio import JsonlWriter, chunked, iter_records
+from ernie_deploy.textio import JsonlWriter, Line, chunked, iter_records, result_record, text_lines
 
 GUIDE_LABELS = {
     "token_cls": ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"),
@@ -48,6 +48,10 @@ DEMO_TEXTS["embedding"] = DEMO_TEXTS["seq_cls"]
 DEMO_RERANK_QUERY = "自动驾驶会让酒驾成为历史吗？"
 DEMO_TEXTS["rerank"] = DEMO_TEXTS["seq_cls"] + DEMO_TEXTS["token_cls"]
 SEPARATOR = "-----------------------------"
+NAME_CLASH_FIX = (
+    "infer.py writes the results under their own names (`ernie-deploy predict --result-prefix "
+    "pred_` puts a prefix before them)"
+)
 BACKEND = ">>> [InferBackend]"
 
 
@@ -178,12 +182,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.task_name == "rerank":
             return _rerank(predictor, args.query or DEMO_RERANK_QUERY, records, writer)
         for chunk in chunked(records, 256):
-            texts = [r["text"] for r in chunk]
+            texts = [r.text for r in chunk]
             _warn_truncated(predictor, texts, args.task_name)
-            for record, result in zip(chunk, predictor.predict(texts)):  # type: ignore[union-attr]
+            for line, result in zip(chunk, predictor.predict(texts)):  # type: ignore[union-attr]
                 _print_result(args.task_name, result)
                 if writer:
-                    writer.write({**record, **result.to_dict()})
+                    writer.write(result_record(line.record, result, fix=NAME_CLASH_FIX))
     return 0
 
 
@@ -197,14 +201,14 @@ def _tokenizer_dir(args: argparse.Namespace) -> Path | None:
     return None  # the default hub name: use the tokenizer beside the model
 
 
-def _records(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+def _records(args: argparse.Namespace) -> Iterator[Line]:
     if args.input_file:
         return iter_records(args.input_file)
     texts = args.text if args.text else DEMO_TEXTS[args.task_name]
     for i, text in enumerate(texts):
         if not text.strip():
             raise InputError(f"--text number {i + 1} is empty: pass non-empty texts.")
-    return iter({"text": t} for t in texts)
+    return text_lines(texts)
 
 
 def _warn_truncated(predictor: Any, texts: list[str], task: str) -> None:
@@ -240,8 +244,8 @@ def _print_result(task: str, result: Any) -> None:
     print(SEPARATOR)
 
 
-def _rerank(predictor: Any, query: str, records: Iterator[dict[str, Any]], writer: Any) -> int:
-    docs = [r["text"] for r in records]
+def _rerank(predictor: Any, query: str, records: Iterator[Line], writer: Any) -> int:
+    docs = [r.text for r in records]
     result = predictor.rerank(query, docs)
     print("query:", query)
     for rank, hit in enumerate(result.hits, start=1):

@@ -128,7 +128,7 @@ def read_texts(path: str | Path) -> list[str]:
     """--texts: a .txt file (one text per line) or .jsonl with a "text" field."""
     from ernie_deploy.textio import iter_records
 
-    return [r["text"] for r in iter_records(path)]
+    return [r.text for r in iter_records(path)]
 
 
 def vocab_corpus(tokenizer_dir: Path, n: int = CORPUS_SIZE, max_tokens: int = 128) -> list[str]:
