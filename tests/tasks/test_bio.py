@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import unicodedata
+from functools import cache
+from pathlib import Path
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ernie_deploy.tasks.bio import TagSet, decode, parse_label
+import ernie_deploy
+from ernie_deploy.runtime.bundled import bundled_path
+from ernie_deploy.tasks.bio import TagSet, decode, isolate_cjk, parse_label
 from ernie_deploy.tasks.token_cls import plan_windows
+from ernie_deploy.tasks.tokenization import Tokenizer
 
 BIO = TagSet.from_labels(["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
 BIOES = TagSet.from_labels(
@@ -125,6 +133,89 @@ def test_space_only_word_tagged_b_is_dropped_and_spaces_trimmed() -> None:
     tags = np.array([BIO.labels.index(t) for t in ["O", "B-PER", "B-PER", "I-PER"]])
     ents = decode(text, tags, np.ones(4), offsets, np.arange(4), BIO)
     assert [(e.text, e.start, e.end) for e in ents] == [("bc d", 3, 7)]
+
+
+def test_invisible_format_characters_never_reach_an_entity() -> None:
+    for blank in ("\u200b", "\ufeff", "\u2060", "\u200d"):
+        text = f"{blank}乔丹{blank} 北京"
+        # one piece per character; the invisible ones are tagged as part of the entities
+        offsets = np.array([[i, i + 1] for i in range(len(text))])
+        tags = ["B-PER", "I-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC"]
+        ids = np.array([BIO.labels.index(t) for t in tags])
+        ents = decode(text, ids, np.ones(len(text)), offsets, np.arange(len(text)), BIO)
+        assert [(e.text, e.start, e.end) for e in ents] == [("乔丹", 1, 3), ("北京", 5, 7)]
+        alone = decode(blank, ids[:1], np.ones(1), offsets[:1], np.arange(1), BIO)
+        assert alone == ()
+
+
+def model_path(name: str) -> Path:
+    path = bundled_path(name)
+    assert path is not None, name
+    return path
+
+
+@cache
+def tokenizer(name: str) -> Tokenizer:
+    return Tokenizer.from_dir(model_path(name))
+
+
+def ideograph(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith("CJK") and unicodedata.category(ch) == "Lo"
+
+
+mixed = st.text(
+    alphabet=st.sampled_from(
+        list("北京在乔丹打球的涮肉亜abc XYZ12 3\t，。é😀ㄱか") + ["\u3000", "\u200b"]
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mixed)
+def test_every_piece_holding_an_ideograph_starts_its_own_word(text: str) -> None:
+    # The stock E5 tokenizer (SentencePiece behind a Metaspace pre-tokenizer) splits only at
+    # spaces; after isolate_cjk a piece with an ideograph starts a word, or follows a bare "▁"
+    # piece that does, and no word joins pieces the tokenizer kept apart.
+    t = tokenizer("e5-small-zh-en").tokenize([text])[0]
+    words = isolate_cjk(text, t.offsets, t.word_ids)
+    assert len(words) == len(t.ids) and (np.diff(words) >= 0).all()
+    for i in range(1, len(words)):
+        if words[i] == words[i - 1]:
+            assert t.word_ids[i] == t.word_ids[i - 1]
+            (a, b), (pa, pb) = t.offsets[i], t.offsets[i - 1]
+            if not (pb <= pa or pa >= a):  # the previous piece is not a bare "▁"
+                assert not any(ideograph(ch) for ch in text[a:b] + text[pa:pb])
+    # ERNIE's WordPiece tokenizer, and ner-zh-e5's Han-isolating one, make each ideograph a
+    # word already: the shipped NER models' words do not change
+    for name in ("ner-zh", "ner-zh-e5"):
+        w = tokenizer(name).tokenize([text])[0]
+        assert (isolate_cjk(text, w.offsets, w.word_ids) == w.word_ids).all()
+
+
+def test_a_stock_sentencepiece_tokenizer_tags_chinese_per_character(tmp_path: Path) -> None:
+    # ner-zh-e5's tokenizer isolates each Han character before SentencePiece; the stock E5
+    # pre-tokenizer does not, and a run of Chinese used to come back as one entity
+    stock = tmp_path / "stock"
+    stock.mkdir()
+    shipped = model_path("ner-zh-e5")
+    for f in shipped.iterdir():
+        if f.name != "tokenizer.json":
+            (stock / f.name).symlink_to(f)
+    spec = json.loads((shipped / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "split": True,
+                             "prepend_scheme": "always"}  # fmt: skip
+    (stock / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    guide = (
+        "北京的涮肉，重庆的火锅，成都的小吃都是极具特色的美食。"
+        "乔丹、科比、詹姆斯和姚明都是篮球界的标志性人物。"
+    )
+    texts = ["乔丹在北京打球", guide]
+    got = [r.entities for r in ernie_deploy.load(stock).predict(texts)]
+    assert [(e.text, e.start) for e in got[0]] == [("乔丹", 0), ("北京", 3)]
+    assert got == [r.entities for r in ernie_deploy.load("ner-zh-e5").predict(texts)]
+    assert len(got[1]) == 7
 
 
 @settings(max_examples=300, deadline=None)

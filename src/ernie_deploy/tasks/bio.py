@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,55 @@ def word_starts(word_ids: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+# CJK ideographs, the ranges BERT's basic tokenizer makes one word each (kana and Hangul are not).
+_CJK_RANGES = (
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2CEAF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def isolate_cjk(text: str, offsets: np.ndarray, word_ids: np.ndarray) -> np.ndarray:
+    """Word ids in which every piece holding a CJK ideograph starts a word of its own.
+
+    BERT / ERNIE WordPiece tokenizers already split Chinese into one word per character. A
+    SentencePiece Metaspace pre-tokenizer (stock XLM-R, E5, bge-m3) splits only at spaces, so a
+    run of Chinese is one "word" and would become one entity with its first piece's tag. Here a
+    piece continuing a word starts a new one when it begins with an ideograph or follows a piece
+    that ends with one; a bare "▁" piece (empty, or sharing the next piece's start) stays with
+    the piece after it. Word ids of text without ideographs come back unchanged.
+    """
+    n = len(word_ids)
+    if n < 2 or text.isascii():
+        return word_ids
+    cont = np.flatnonzero(word_ids[1:] == word_ids[:-1]) + 1
+    if len(cont) == 0:
+        return word_ids
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    cjk = np.zeros(len(codes) + 1, dtype=bool)  # the extra False answers index len and -1
+    for lo, hi in _CJK_RANGES:
+        cjk[:-1] |= (codes >= lo) & (codes <= hi)
+    start, end = offsets[cont, 0], offsets[cont, 1]
+    prev_start, prev_end = offsets[cont - 1, 0], offsets[cont - 1, 1]
+    bare_prev = (prev_end <= prev_start) | (prev_start >= start)
+    new = (cjk[np.where(start < end, start, -1)] | cjk[prev_end - 1]) & ~bare_prev
+    if not new.any():
+        return word_ids
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    change[1:] = word_ids[1:] != word_ids[:-1]
+    change[cont[new]] = True
+    return np.cumsum(change) - 1
+
+
+def _blank(ch: str) -> bool:
+    """Whitespace, or an invisible format character (zero-width space, joiners, BOM)."""
+    return ch.isspace() or unicodedata.category(ch) == "Cf"
+
+
 def decode(
     text: str,
     tags: np.ndarray,
@@ -83,7 +133,8 @@ def decode(
     opens an entity unless `strict`; `I-Y` inside an X entity closes X and opens Y
     (strict: closes X and drops the Y piece). An entity still open at the end is kept.
     Offsets are character offsets into `text`, so `entity.text == text[start:end]`; an
-    entity never starts or ends with whitespace, and one made of whitespace alone is dropped.
+    entity never starts or ends with whitespace or an invisible format character (U+200B,
+    U+FEFF, ...), and one made of those alone is dropped.
     """
     starts = word_starts(word_ids)
     if len(starts) == 0:
@@ -103,9 +154,9 @@ def decode(
         nonlocal kind
         if kind:
             s, e = int(span_start[first]), int(span_end[last])
-            while s < e and text[s].isspace():  # a SentencePiece "▁" word or piece
+            while s < e and _blank(text[s]):  # a SentencePiece "▁" word or piece
                 s += 1
-            while e > s and text[e - 1].isspace():
+            while e > s and _blank(text[e - 1]):
                 e -= 1
             if s < e:  # a word of spaces alone is no entity
                 entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))

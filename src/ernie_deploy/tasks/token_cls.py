@@ -9,7 +9,7 @@ import numpy as np
 
 from ernie_deploy.errors import ConfigError
 from ernie_deploy.tasks.batching import Encoded
-from ernie_deploy.tasks.bio import TagSet, word_starts
+from ernie_deploy.tasks.bio import TagSet, isolate_cjk, word_starts
 from ernie_deploy.tasks.bio import decode as decode_entities
 from ernie_deploy.tasks.engine import (
     Engine,
@@ -131,10 +131,11 @@ class TokenClassifier(Predictor[TokenClsResult]):
         out = []
         for text, t, logits in zip(texts, tokens, self._logits(tokens)):
             probs = softmax(logits)
-            tags = self.tags(logits, t.word_ids, probs)
+            word_ids = isolate_cjk(text, t.offsets, t.word_ids)
+            tags = self.tags(logits, word_ids, probs)
             scores = probs[np.arange(len(tags)), tags]
             entities = decode_entities(
-                text, tags, scores, t.offsets, t.word_ids, self.tagset, self.strict
+                text, tags, scores, t.offsets, word_ids, self.tagset, self.strict
             )
             out.append((tags, entities))
         return out
