@@ -256,3 +256,17 @@ def test_seq_cls_truncation_is_reported_not_silent(bag_cls: Path) -> None:
     assert run.returncode == 0, run.stderr
     warnings = run.stderr.strip().splitlines()
     assert len(warnings) == 1 and "15 tokens truncated to 14" in warnings[0]
+
+
+def test_truncation_is_reported_for_sentencepiece_and_rerank() -> None:
+    # SentencePiece puts a "▁" piece before the text: 126 characters are 127 tokens
+    run = infer("--task_name", "seq_cls", "--model_path", "sentiment-zh-e5", "--text", "鬣" * 126)
+    assert run.returncode == 0, run.stderr
+    assert "input of 127 tokens truncated to 126" in run.stderr
+    # rerank counts the query and the document together
+    long_doc = "差" * 100 + "好" * 400
+    run = infer("--task_name", "rerank", "--model_path", "sentiment-zh", "--query", "好",
+                "--text", long_doc, "--text", "好")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    warnings = run.stderr.strip().splitlines()
+    assert len(warnings) == 1 and "query + document of 501 tokens truncated to 125" in warnings[0]

@@ -211,18 +211,21 @@ def _records(args: argparse.Namespace) -> Iterator[Line]:
     return text_lines(texts)
 
 
-def _warn_truncated(predictor: Any, texts: list[str], task: str) -> None:
+def _warn_truncated(predictor: Any, texts: list[str], task: str, query: str = "") -> None:
+    """One stderr line per text (or rerank query + document) that the model will see cut."""
     if task == "token_cls":
         return  # windowed, never truncated
     engine = predictor.engine
-    limit = engine.max_seq_length - engine.tokenizer.num_special_tokens(False)
-    # A token covers at least one character: only texts longer than `limit` can be cut,
-    # so the common case costs no second tokenization.
-    long = [text for text in texts if len(text) > limit]
-    for text, t in zip(long, engine.tokenizer.tokenize(long) if long else []):
-        if len(t.ids) > limit:
+    tok = engine.tokenizer
+    # Counted for every text: a piece may cover no character (SentencePiece's leading "▁") or
+    # part of one (byte-level BPE), so a length test on characters would miss some.
+    extra = len(tok.tokenize([query])[0].ids) if query else 0
+    limit = engine.max_seq_length - tok.num_special_tokens(bool(query))
+    for text, t in zip(texts, tok.tokenize(texts)):
+        if len(t.ids) + extra > limit:
+            what = "query + document" if query else "input"
             print(
-                f"warning: input of {len(t.ids)} tokens truncated to {limit} "
+                f"warning: {what} of {len(t.ids) + extra} tokens truncated to {limit} "
                 f"(--max_seq_length {engine.max_seq_length}): {text[:30]}...",
                 file=sys.stderr,
             )
@@ -246,6 +249,7 @@ def _print_result(task: str, result: Any) -> None:
 
 def _rerank(predictor: Any, query: str, records: Iterator[Line], writer: Any) -> int:
     docs = [r.text for r in records]
+    _warn_truncated(predictor, docs, "rerank", query)
     result = predictor.rerank(query, docs)
     print("query:", query)
     for rank, hit in enumerate(result.hits, start=1):
