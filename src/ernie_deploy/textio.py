@@ -23,19 +23,29 @@ def text_lines(texts: list[str]) -> Iterator[Line]:
     return (Line(t, {"text": t}) for t in texts)
 
 
-def iter_records(path: str | Path, text_field: str = "text") -> Iterator[Line]:
-    """Yield one Line per input line: txt lines become {"text": line}; blank txt lines are skipped.
+def iter_records(
+    path: str | Path, text_field: str = "text", text_flag: str = "--text-field"
+) -> Iterator[Line]:
+    """Yield one Line per input text.
 
-    A `.jsonl` / `.json` file (or a txt file whose first line starts with '{') is read as JSON
-    lines, each an object with `text_field`. Errors name the line and how to fix it, and are
-    raised only when that line is reached, so earlier results are kept.
+    `.txt` (or another suffix): one text per line, blank lines skipped; a file of another
+    suffix whose first line starts with '{' is read as JSON lines. `.jsonl` / `.ndjson` /
+    `.json`: JSON lines, each an object with `text_field`. `.csv` / `.parquet`: rows with a
+    `text_field` column, read as `ernie-deploy batch` reads them. Errors name the line and how
+    to fix it (`text_flag`: the option naming the text field), and are raised only when that
+    line is reached, so earlier results are kept.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(
-            f"Input file {path} does not exist: pass the path of a .txt or .jsonl file."
+            f"Input file {path} does not exist: pass the path of a .txt, .jsonl, .csv or "
+            ".parquet file."
         )
-    jsonl = path.suffix in (".jsonl", ".json", ".ndjson")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        yield from _table_records(path, text_field, text_flag)
+        return
+    jsonl = suffix in (".jsonl", ".json", ".ndjson")
     seen = False
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
@@ -48,12 +58,12 @@ def iter_records(path: str | Path, text_field: str = "text") -> Iterator[Line]:
                 ) from None
             if line_no == 1:
                 line = line.removeprefix("\ufeff")
-                jsonl = jsonl or line.lstrip().startswith("{")
+                jsonl = jsonl or (suffix != ".txt" and line.lstrip().startswith("{"))
             if not line.strip():
                 continue
             seen = True
             yield (
-                _json_record(line, path, line_no, text_field)
+                _json_record(line, path, line_no, text_field, text_flag)
                 if jsonl
                 else Line(line, {"text": line})
             )
@@ -61,7 +71,18 @@ def iter_records(path: str | Path, text_field: str = "text") -> Iterator[Line]:
         raise EmptyInputError(f"{path} holds no texts: put one text per line (or jsonl records).")
 
 
-def _json_record(line: str, path: Path, line_no: int, text_field: str) -> Line:
+def _table_records(path: Path, text_field: str, text_flag: str) -> Iterator[Line]:
+    from ernie_deploy.batch.source import open_source
+
+    source = open_source(path, text_field, text_flag=text_flag)
+    for row in source.rows():
+        record = dict(row.record)
+        if source.id_generated:  # batch numbers rows; predict keeps the columns as they are
+            record.pop(source.id_column, None)
+        yield Line(row.text, record)
+
+
+def _json_record(line: str, path: Path, line_no: int, text_field: str, text_flag: str) -> Line:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -76,7 +97,7 @@ def _json_record(line: str, path: Path, line_no: int, text_field: str) -> Line:
     if not isinstance(text, str):
         raise InputError(
             f"{path} line {line_no} has no string field {text_field!r}: add it, or name the field "
-            "that holds the text (--text-field)."
+            f"that holds the text ({text_flag})."
         )
     if not text.strip():
         raise EmptyInputError(

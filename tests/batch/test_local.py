@@ -203,6 +203,29 @@ def test_a_column_the_results_would_replace_is_refused(
     assert [r["label"] for r in read_jsonl(out)] == ["gold"] * 5
 
 
+def test_a_long_csv_cell_is_read_and_a_broken_parquet_file_named(
+    lookup_ner: Path, tmp_path: Path
+) -> None:
+    # csv's own cell limit is 131,072 characters; a long document is still one valid text
+    src = tmp_path / "long.csv"
+    long_text = "乔丹在北京打球。" * 20_000
+    with src.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["text"], ["姚明"], [long_text]])
+    out = tmp_path / "out.jsonl"
+    result = batch(str(lookup_ner), str(src), str(out))
+    assert result.exit_code == 0, result.output
+    assert len(read_jsonl(out)[1]["entities"]) == 40_000
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    pq.write_table(pa.table({"text": ["乔丹在北京"]}), folder / "a.parquet")
+    (folder / "b.parquet").write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
+    broken = batch(str(lookup_ner), str(folder), str(tmp_path / "o2.jsonl"))
+    assert broken.exit_code == 2 and "Traceback" not in broken.output
+    assert "b.parquet is not a readable parquet file" in broken.stderr
+
+
 def test_bad_input_is_one_sentence_and_keeps_written_rows(
     lookup_ner: Path, corpus: Path, tmp_path: Path
 ) -> None:

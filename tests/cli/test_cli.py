@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ernie_deploy.cli import app
@@ -60,6 +61,45 @@ def test_predict_never_replaces_an_input_column(bag_cls: Path, tmp_path: Path) -
     ]
     assert rows[0]["text"] == "mine" and "text" not in rows[1]
     assert all(r["pred_label"] and r["pred_score"] > 0 for r in rows)
+
+
+def test_predict_reads_csv_and_parquet_as_batch_does(lookup_ner: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text('id,body,note\n1,乔丹在北京,a\n2,"姚明,重庆",b\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["predict", str(lookup_ner), "-i", str(src), "-o", str(out)]
+    done = runner.invoke(app, [*args, "--text-field", "body"])
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [{k: r[k] for k in ("id", "body", "note")} for r in rows] == [
+        {"id": "1", "body": "乔丹在北京", "note": "a"},
+        {"id": "2", "body": "姚明,重庆", "note": "b"},
+    ]  # the header is no text, the cells are not joined, no column is added
+    assert [[e["text"] for e in r["entities"]] for r in rows] == [
+        ["乔丹", "北京"],
+        ["姚明", "重庆"],
+    ]
+    missing = one_error(runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src)]))
+    assert "has no column 'text'" in missing and "--text-field" in missing
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"body": ["乔丹在北京", "姚明,重庆"]}), table)
+    parquet = runner.invoke(
+        app, ["predict", str(lookup_ner), "-i", str(table), "--text-field", "body"]
+    )
+    assert parquet.exit_code == 0, parquet.output
+    got = [json.loads(line) for line in parquet.stdout.splitlines()]
+    assert [r["entities"] for r in got] == [r["entities"] for r in rows]
+
+
+def test_a_txt_file_is_text_whatever_its_first_line(lookup_ner: Path, tmp_path: Path) -> None:
+    src = tmp_path / "brace.txt"
+    src.write_text("{乔丹}在北京\n姚明\n", encoding="utf-8")
+    result = runner.invoke(app, ["predict", str(lookup_ner), "-i", str(src)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["{乔丹}在北京", "姚明"]
 
 
 def test_predict_stops_at_bad_line_keeping_earlier_results(

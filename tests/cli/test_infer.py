@@ -270,3 +270,15 @@ def test_truncation_is_reported_for_sentencepiece_and_rerank() -> None:
     assert run.returncode == 0, run.stderr
     warnings = run.stderr.strip().splitlines()
     assert len(warnings) == 1 and "query + document of 501 tokens truncated to 125" in warnings[0]
+
+
+def test_input_file_csv_names_its_text_column(lookup_ner: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text('id,body\n1,乔丹在北京\n2,"姚明,重庆"\n', encoding="utf-8")
+    model = str(lookup_ner / "model.onnx")
+    ner = ("--task_name", "token_cls", "--model_path", model, "--input_file", str(src))
+    line = one_error_line(infer(*ner))
+    assert "has no column 'text'" in line and "--text_field" in line
+    run = infer(*ner, "--text_field", "body")
+    assert run.returncode == 0, run.stderr
+    assert "input data: 姚明,重庆" in run.stdout and "input data: body" not in run.stdout

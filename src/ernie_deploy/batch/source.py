@@ -54,6 +54,7 @@ class Source:
     text_column: str
     id_column: str
     id_generated: bool
+    text_flag: str = "--text-column"  # the option that names the text column, for messages
 
     def fingerprint(self) -> list[list[Any]]:
         """[file name, size, content hash] of each input file: a resumed job checks its input
@@ -92,7 +93,7 @@ class Source:
         if not isinstance(text, str):
             raise InputError(
                 f"{where}: {self.text_column!r} is a {type(text).__name__}, not a string: name the "
-                "column holding the text with --text-column."
+                f"column holding the text with {self.text_flag}."
             )
         if not text.strip():
             raise EmptyInputError(f"{where} has an empty {self.text_column!r}: remove that row.")
@@ -116,12 +117,16 @@ _LINE = "\0line"  # "line N" / "row N": where a record is in its file, removed b
 
 
 def open_source(
-    path: str | Path, text_column: str = "text", id_column: str | None = None
+    path: str | Path,
+    text_column: str = "text",
+    id_column: str | None = None,
+    text_flag: str = "--text-column",
 ) -> Source:
     """Check an input file or folder and its columns; the text column must exist.
 
     `id_column` None means `id`: kept when the input has it, else added (the row number). A
-    named id column must exist in the input.
+    named id column must exist in the input. `text_flag` is the option messages name for the
+    text column (`predict` calls it --text-field).
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -150,7 +155,7 @@ def open_source(
         hint = f" (it has {', '.join(map(repr, columns[:12]))})" if columns else ""
         raise InputError(
             f"{files[0].name} has no column {text_column!r}{hint}: name the column holding the "
-            "text with --text-column."
+            f"text with {text_flag}."
         )
     wanted = id_column or DEFAULT_ID
     if id_column is not None and id_column not in columns:
@@ -158,7 +163,7 @@ def open_source(
             f"{files[0].name} has no id column {id_column!r}: name an existing column with "
             f"--id-column, or leave it out to number the rows in a new {DEFAULT_ID!r} column."
         )
-    return Source(path, tuple(files), fmt, text_column, wanted, wanted not in columns)
+    return Source(path, tuple(files), fmt, text_column, wanted, wanted not in columns, text_flag)
 
 
 def _columns(path: Path, fmt: str) -> list[str]:
@@ -214,7 +219,18 @@ def _jsonl(path: Path, skip: int) -> Iterator[dict[str, Any]]:
             yield record
 
 
+def _raise_csv_field_limit() -> None:
+    """csv's default cell limit (131,072 characters) is no limit of ours: a long document in
+    one cell is a valid input (NER windows it). The limit is process-wide and only raised."""
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+
+
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _csv(path: Path, skip: int) -> Iterator[dict[str, Any]]:
+    _raise_csv_field_limit()
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
@@ -237,16 +253,34 @@ def _csv(path: Path, skip: int) -> Iterator[dict[str, Any]]:
         raise InputError(f"{path} is not valid CSV ({exc}): fix the file.") from None
 
 
+def _parquet_file(path: Path) -> Any:
+    try:
+        return _parquet().ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable_parquet(path, exc) from None
+
+
+def _unreadable_parquet(path: Path, exc: Exception) -> InputError:
+    reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return InputError(
+        f"{path} is not a readable parquet file ({reason}): re-write it, or move it out of the "
+        "input folder."
+    )
+
+
 def _parquet_records(path: Path, skip: int) -> Iterator[dict[str, Any]]:
-    pq = _parquet()
-    pf = pq.ParquetFile(path)
+    pf = _parquet_file(path)
     number = 0
     for group in range(pf.num_row_groups):
         n = pf.metadata.row_group(group).num_rows
         if number + n <= skip:
             number += n
             continue
-        for record in pf.read_row_group(group).to_pylist():
+        try:
+            rows = pf.read_row_group(group).to_pylist()
+        except (OSError, ValueError) as exc:
+            raise _unreadable_parquet(path, exc) from None
+        for record in rows:
             number += 1
             if number <= skip:
                 continue
@@ -273,12 +307,16 @@ def _json_value(value: Any) -> Any:
 
 def _count(path: Path, fmt: str) -> int:
     if fmt == "parquet":
-        return int(_parquet().ParquetFile(path).metadata.num_rows)
+        return int(_parquet_file(path).metadata.num_rows)
     if fmt == "jsonl":
         with path.open("rb") as fh:
             return sum(1 for line in fh if line.strip())
+    _raise_csv_field_limit()
     with path.open("r", encoding="utf-8-sig", newline="", errors="replace") as fh:
-        return sum(1 for _ in csv.DictReader(fh))
+        try:
+            return sum(1 for _ in csv.DictReader(fh))
+        except csv.Error as exc:
+            raise InputError(f"{path} is not valid CSV ({exc}): fix the file.") from None
 
 
 def _parquet() -> Any:

@@ -118,7 +118,7 @@ def predict(
             records: Iterator[Line] = iter_records(input_file, text_field)
             first = next(records)  # fail on a bad file before loading the model
             records = chain([first], records)
-            total = _count_lines(input_file)
+            total = _count_lines(input_file, text_field)
         else:
             records = text_lines(texts or [])
             total = len(texts or [])
@@ -136,7 +136,12 @@ def predict(
         raise typer.Exit(130) from None
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path, text_field: str) -> int:
+    """How many texts the input holds, for the progress bar."""
+    if path.suffix.lower() in (".csv", ".parquet"):
+        from ernie_deploy.batch.source import open_source
+
+        return open_source(path, text_field, text_flag="--text-field").count()
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
 

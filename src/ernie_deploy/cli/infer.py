@@ -106,7 +106,12 @@ def build_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
     p.add_argument(
         "--input_file",
         default=None,
-        help="A .txt file (one text per line) or .jsonl file (field 'text').",
+        help="A .txt file (one text per line), or .jsonl / .csv / .parquet (see --text_field).",
+    )
+    p.add_argument(
+        "--text_field",
+        default="text",
+        help="The .jsonl field or .csv / .parquet column holding the text (default: text).",
     )
     p.add_argument("--output_file", default=None, help="Write results as jsonl here.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing --output_file.")
@@ -203,7 +208,7 @@ def _tokenizer_dir(args: argparse.Namespace) -> Path | None:
 
 def _records(args: argparse.Namespace) -> Iterator[Line]:
     if args.input_file:
-        return iter_records(args.input_file)
+        return iter_records(args.input_file, args.text_field, text_flag="--text_field")
     texts = args.text if args.text else DEMO_TEXTS[args.task_name]
     for i, text in enumerate(texts):
         if not text.strip():
