@@ -135,6 +135,11 @@ def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """--labels: "O,B-PER,I-PER", a file with one label per line, or a list."""
     if value is None:
         return None
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(
+            f"labels must be comma-separated names (O,B-PER,I-PER), a label file or a list of "
+            f"names, got {value!r}."
+        )
     if not isinstance(value, str):
         labels = tuple(str(v).strip() for v in value)
     elif Path(value).is_file():

@@ -62,6 +62,33 @@ def test_labels_from_label_file_and_own_config(bag_cls: Path, tmp_path: Path) ->
         ernie_deploy.load(d)
 
 
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"max_seq_length": "128"}, "max_seq_length .* must be a whole number, got '128'"),
+        ({"multi_label": "false"}, "multi_label .* must be true or false, got 'false'"),
+        ({"normalize": 1}, "normalize .* must be true or false"),
+        ({"task": 5}, "task .* must be a string, got 5"),
+        ({"pooling": ["cls"]}, "pooling .* must be a string"),
+    ],
+)
+def test_own_config_values_of_the_wrong_type_are_one_sentence(
+    bag_cls: Path, tmp_path: Path, values: dict[str, object], match: str
+) -> None:
+    # a JSON string "false" is refused, never read as true
+    d = tmp_path / "m"
+    shutil.copytree(bag_cls, d)
+    (d / "ernie_deploy.json").write_text(json.dumps({"task": "seq_cls", **values}), "utf-8")
+    with pytest.raises(errors.ConfigError, match=match):
+        ernie_deploy.load(d)
+
+
+def test_labels_of_the_wrong_type_are_one_sentence(bag_cls: Path) -> None:
+    for bad in (5, {"O": 0}):
+        with pytest.raises(errors.ConfigError, match="labels must be comma-separated names"):
+            ernie_deploy.load(bag_cls, "seq_cls", labels=bad)  # type: ignore[arg-type]
+
+
 def test_unlabelled_classifier_gets_generic_labels(bag_cls: Path) -> None:
     assert ernie_deploy.load(bag_cls, "seq_cls").labels[:2] == ("LABEL_0", "LABEL_1")
 

@@ -328,7 +328,19 @@ def _from_own_config(file: Path) -> ModelConfig:
 
 
 def validate(config: ModelConfig, where: str) -> ModelConfig:
-    """Check values that have a fixed set of choices; return the config unchanged."""
+    """Check each value's type, and values that have a fixed set of choices; return the config
+    unchanged. A JSON "false" (a string) is refused, never read as true."""
+    for name in ("normalize", "multi_label", "strict_bio"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{name} in {where} must be true or false, got {value!r}.")
+    for name in ("task", "pooling", "decode"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} in {where} must be a string, got {value!r}.")
+    length = config.max_seq_length
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+        raise ConfigError(f"max_seq_length in {where} must be a whole number, got {length!r}.")
     if config.task is not None and config.task not in TASKS:
         raise UnknownTaskError(
             f"Unknown task {config.task!r} in {where}: use one of {', '.join(TASKS)}."
