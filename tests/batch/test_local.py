@@ -161,6 +161,24 @@ def test_output_made_with_other_settings_is_refused(
     assert foreign.read_text(encoding="utf-8") == '{"x": 1}\n'
 
 
+def test_a_resumed_job_keeps_its_tokenizer(lookup_ner: Path, corpus: Path, tmp_path: Path) -> None:
+    other = tmp_path / "tok"
+    other.mkdir()
+    for f in lookup_ner.iterdir():
+        if f.suffix != ".onnx":
+            (other / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "out.jsonl"
+    args = [str(lookup_ner), str(corpus), str(out), "--text-column", "doc"]
+    assert batch(*args).exit_code == 0
+    named = batch(*args, "--tokenizer", str(other))
+    assert named.exit_code == 2 and "other settings (tokenizer)" in named.stderr
+    assert batch(*args, "--tokenizer", str(other), "--overwrite").exit_code == 0
+    back = batch(*args)  # leaving --tokenizer out is another tokenizer too
+    assert back.exit_code == 2 and "other settings (tokenizer)" in back.stderr
+    again = batch(*args, "--tokenizer", str(other))
+    assert again.exit_code == 0 and "nothing to do" in again.stderr
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_overwrite_keeps_the_old_output_until_the_new_job_has_rows(
     lookup_ner: Path, corpus: Path, tmp_path: Path, suffix: str

@@ -235,7 +235,7 @@ def _settings(model: BatchModel, source: Source, options: BatchOptions) -> dict[
     return {
         "input": str(source.path.resolve()),
         "input_files": source.fingerprint(),
-        "model": _model_id(model),
+        **_model_id(model),
         "options": model.options.results_settings(),
         "text_column": source.text_column,
         "id_column": source.id_column,
@@ -244,12 +244,19 @@ def _settings(model: BatchModel, source: Source, options: BatchOptions) -> dict[
     }
 
 
-def _model_id(model: BatchModel) -> str:
+def _model_id(model: BatchModel) -> dict[str, str]:
+    """The model's .onnx, and its tokenizer where that is not the model's own directory (so
+    manifests of jobs that never named one keep their keys)."""
     from ernie_deploy.runtime.model_dir import find_model
 
     files = find_model(model.path, model.tokenizer_dir)
     _refuse_rerank(model.task or files.config.task, model.path)
-    return str(files.onnx_path.resolve())
+    onnx = files.onnx_path.resolve()
+    tokenizer = files.tokenizer_dir.resolve()
+    ids = {"model": str(onnx)}
+    if tokenizer != onnx.parent:
+        ids["tokenizer"] = str(tokenizer)
+    return ids
 
 
 def _refuse_rerank(task: str | None, path: str) -> None:

@@ -84,7 +84,8 @@ def check_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dic
             f"{path} exists and was not written by `ernie-deploy batch`: pass --overwrite to "
             "replace it, or choose another output path."
         ) from None
-    changed = [k for k in settings if old.get("settings", {}).get(k) != settings[k]]
+    before = old.get("settings", {})
+    changed = [k for k in {**before, **settings} if before.get(k) != settings.get(k)]
     if changed:
         raise OutputExistsError(
             f"{path} was written with other settings ({', '.join(changed)}): pass --overwrite "
