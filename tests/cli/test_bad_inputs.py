@@ -316,3 +316,20 @@ def test_model_commands_refuse_bad_out(
         assert expected in one_error(result.exit_code, result.stderr), out
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
     assert a_file.read_text(encoding="utf-8") == "mine\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_on_stdout_is_one_sentence(lookup_ner: Path) -> None:
+    # writing the results fails (ENOSPC): no traceback, not even at interpreter exit
+    commands = [
+        [sys.executable, "-m", "ernie_deploy", "predict", str(lookup_ner), "北京"],
+        [sys.executable, str(ROOT / "infer.py"), "--task_name", "token_cls",
+         "--model_path", str(lookup_ner / "model.onnx")],
+    ]  # fmt: skip
+    for command in commands:
+        with open("/dev/full", "w") as full:
+            run = subprocess.run(
+                command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT
+            )
+        line = one_error(run.returncode, run.stderr)
+        assert "No space left on device" in line and "free some space" in line

@@ -226,4 +226,9 @@ def main() -> None:
     os.environ.setdefault("AISTUDIO_BOS_OFFLINE", "1")  # never reach a model hub
     if len(sys.argv) > 1 and sys.argv[1] == "infer":
         sys.exit(_infer_main(sys.argv[2:]))
-    app()
+    try:
+        app()
+    except OSError as exc:
+        from ernie_deploy.cli.infer import os_failure
+
+        sys.exit(os_failure(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -126,11 +127,31 @@ def main(argv: Sequence[str] | None = None, prog: str = "infer.py") -> int:
     except ErnieDeployError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
-    except BrokenPipeError:
-        return 1
     except KeyboardInterrupt:
         print("error: interrupted: the results written so far are kept.", file=sys.stderr)
         return 130
+    except OSError as exc:
+        return os_failure(exc)
+
+
+def os_failure(exc: OSError) -> int:
+    """Exit code for an OSError no layer turned into a sentence: in practice writing the results
+    failed (a full disk, stdout closed by `| head`). stdout is pointed at /dev/null so Python's
+    own flush at exit does not print a second traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if isinstance(exc, BrokenPipeError):
+        return 1  # the reader went away: nothing to say
+    where = f" ({exc.filename})" if exc.filename else ""
+    print(
+        f"error: reading or writing failed{where}: {exc.strerror or exc}: free some space or "
+        "write somewhere else; the results written so far are kept.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _run(args: argparse.Namespace) -> int:
