@@ -195,6 +195,13 @@ def test_tei_embed_rerank_predict_tokenize(client: httpx.Client) -> None:
     assert tokens[0][0]["special"] and not tokens[0][1]["special"]
     info = client.get("/info", params={"model": "cls"}).json()
     assert len(info["model_type"]["classifier"]["id2label"]) == 15
+    # TEI has no NER: naming the NER model is a 4xx pointing at /v1/ner, never a 500
+    for sent in (
+        client.post("/", json={"inputs": "乔丹在北京", "model": "ner"}),
+        client.get("/info", params={"model": "ner"}),
+    ):
+        assert 400 <= sent.status_code < 500, sent.text
+        assert "/v1/ner" in sent.text
 
 
 # ---- 4: Infinity --------------------------------------------------------------------------------

@@ -197,7 +197,14 @@ def _predict_inputs(inputs: Any) -> tuple[list[tuple[str, str | None]], bool]:
 
 def _tei_model(registry: Registry, name: str | None, route: str) -> ServedModel:
     if name is not None:
-        return registry.find(name, None, route)
+        served = registry.find(name, None, route)
+        if served.task not in TEI_TASKS:
+            where = "/v1/ner" if served.task == "token_cls" else "its own route"
+            raise InputError(
+                f"{route} serves embedding, classification and rerank models, and {name!r} is "
+                f"a {served.task} model, which TEI has no route for: send it to {where}."
+            )
+        return served
     found = [m for m in registry.models.values() if m.task in TEI_TASKS]
     if len(found) != 1:
         names = ", ".join(m.name for m in found) or "none"
