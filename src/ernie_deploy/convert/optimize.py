@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.fusion import RewriteReport, rewrite_attention
-from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import (
+    check_loads,
+    check_output,
+    copy_model_files,
+    read_paths,
+    staged_dir,
+)
 from ernie_deploy.convert.verify import ParityReport, compare, probe_features, run_onnx
 from ernie_deploy.errors import (
     ConfigError,
@@ -132,8 +138,8 @@ def optimize_model(
     bound = DEFAULT_TOLERANCES[level] if tolerance is None else float(tolerance)
     if bound < 0:
         raise ConfigError(f"tolerance must be 0 or more, not {tolerance}: pass e.g. 1e-4.")
-    check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
+    check_output(out, overwrite, read_paths(model, files.onnx_path.parent, tokenizer_dir))
     onnx = _require("onnx")
     source_graph = read_graph(files.onnx_path)
     external = _has_external_data(source_graph)

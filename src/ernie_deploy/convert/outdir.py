@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ernie_deploy import outputs
-from ernie_deploy.errors import ErnieDeployError, OutputExistsError
+from ernie_deploy.errors import ErnieDeployError, InputError
 
 # Files that belong to the source framework's weights, not to the ONNX model directory.
 WEIGHT_SUFFIXES = (
@@ -35,15 +35,39 @@ _SKIP_DIRS = (".ernie_deploy_cache", "__pycache__", ".git", "runs", "checkpoints
 _SOURCE_RECORDS = ("bundle.json", "export_check.npz")
 
 
-def check_output(out: str | Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
-    """Refuse OUT before any work when it is an input (or inside one), a file, in a missing or
-    unwritable folder, or exists without `overwrite` (one sentence naming the fix)."""
+def check_output(
+    out: str | Path, overwrite: bool, inputs: Sequence[str | Path | None] = ()
+) -> Path:
+    """Refuse OUT before any work when it is an input (or inside one, or holds one: checked
+    first, so --overwrite is never suggested for an input), a link, the current or parent
+    folder, a file, in a missing or unwritable folder, or exists without `overwrite` (one
+    sentence naming the fix). `inputs`: every path the command reads (None entries skipped)."""
     out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{out} already exists: choose a new output directory or pass --overwrite."
+    if out.name in ("", ".", ".."):
+        raise InputError(
+            f"OUT {out} names an existing folder by its dots: give the new model directory's "
+            "own name (e.g. ./optimized)."
         )
-    return outputs.check_output(out, inputs, flag="OUT", overwrite=overwrite, directory=True)
+    if out.is_symlink():
+        raise InputError(
+            f"OUT {out} is a symbolic link: give the path of a real folder (a new one)."
+        )
+    named = [Path(p).expanduser() for p in inputs if p is not None]
+    return outputs.check_output(out, named, flag="OUT", overwrite=overwrite, directory=True)
+
+
+def read_paths(model: str | Path, model_dir: Path, *named: str | Path | None) -> list[Path]:
+    """The paths a command reads, for `check_output`: the model as given (or, for a bundled
+    model's name, its installed folder) and the files the user named (tokenizer folder, label
+    file, eval texts). A tokenizer found beside a bare .onnx is not named: OUT may sit beside it."""
+    given = Path(model).expanduser()
+    paths = [given if given.exists() else model_dir]
+    for path in named:
+        if path is not None and not isinstance(path, (list, tuple)):
+            candidate = Path(path).expanduser()
+            if candidate.exists():
+                paths.append(candidate)
+    return paths
 
 
 @contextmanager
@@ -64,11 +88,20 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    stage.rename(out)
+    try:
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        stage.rename(out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            old.rename(out)  # the previous OUT comes back as it was
+        shutil.rmtree(stage, ignore_errors=True)
+        raise ErnieDeployError(
+            f"The new model could not be moved to {out} ({exc.strerror or exc}): nothing was "
+            "written; check that folder and run again."
+        ) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -101,12 +134,18 @@ def copy_model_files(src: Path, dst: Path) -> list[str]:
             if any(p.suffix in WEIGHT_SUFFIXES for p in item.rglob("*")):
                 continue
             shutil.copytree(item, dst / item.name)
-        elif item.suffix not in WEIGHT_SUFFIXES and not _is_paddle_program(item):
+        elif not _is_weight(item) and not _is_paddle_program(item):
             shutil.copy2(item, dst / item.name)
         else:
             continue
         copied.append(item.name)
     return copied
+
+
+def _is_weight(item: Path) -> bool:
+    """A weights file; `.data1`, `.data2`, ... are the parts of split external data."""
+    suffix = item.suffix
+    return suffix in WEIGHT_SUFFIXES or (suffix.startswith(".data") and suffix[5:].isdigit())
 
 
 def _is_paddle_program(item: Path) -> bool:

@@ -39,7 +39,13 @@ from ernie_deploy.convert.common import (
     parse_labels,
     require,
 )
-from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import (
+    check_loads,
+    check_output,
+    copy_model_files,
+    read_paths,
+    staged_dir,
+)
 from ernie_deploy.convert.paddle_source import PaddleSource, find_source
 from ernie_deploy.convert.paddle_weights import loadable_checkpoint
 from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
@@ -259,7 +265,8 @@ def convert_paddle(
     """
     check_opset(opset)
     validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
-    out = check_output(out, overwrite, [src])
+    label_file = labels if isinstance(labels, (str, Path)) else None
+    out = check_output(out, overwrite, read_paths(src, Path(src), tokenizer_dir, label_file))
     require("paddle", "paddle")
     source = find_source(src)
     src_config, _ = read_config(source.directory)

@@ -49,7 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from ernie_deploy.convert.common import TOKENIZER_FILES
-from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
+from ernie_deploy.convert.outdir import (
+    check_loads,
+    check_output,
+    copy_model_files,
+    read_paths,
+    staged_dir,
+)
 from ernie_deploy.convert.quantize_report import (
     QuantizeReport,
     evaluate_labelled,
@@ -140,12 +146,9 @@ def quantize_model(
     chosen = _check_preset(preset)
     reduce = chosen.reduce_range if reduce_range is None else bool(reduce_range)
     types = _check_op_types(op_types)
-    out = check_output(out, overwrite, [model])
     files = find_model(model, tokenizer_dir)
-    if out.resolve() == files.onnx_path.parent.resolve():
-        raise InputError(
-            f"{out} is the source model's own directory: choose a new output directory."
-        )
+    read = read_paths(model, files.onnx_path.parent, tokenizer_dir, eval_file)
+    out = check_output(out, overwrite, read)
     task = validate(ModelConfig(task=task), "the arguments").task or files.config.task
     examples = read_eval_file(eval_file, task, files) if eval_file is not None else None
     graph = _load_graph(files.onnx_path)

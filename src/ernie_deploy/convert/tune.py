@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ernie_deploy.convert import tune_measure as m
-from ernie_deploy.convert.outdir import check_output
+from ernie_deploy.convert.outdir import check_output, read_paths
 from ernie_deploy.convert.quantize_report import probe_batch
 from ernie_deploy.convert.tune_build import (
     Variant,
@@ -104,9 +104,12 @@ def tune(
     progress = progress or m.NoProgress()
     if repeats < 1:
         raise ConfigError(f"repeats must be at least 1, not {repeats}.")
-    out = check_output(out, overwrite)
     files = find_model(model, tokenizer_dir)
-    _refuse_source(out, files)
+    _refuse_source(Path(out), files)
+    named = texts if isinstance(texts, (str, Path)) else None
+    out = check_output(
+        out, overwrite, read_paths(model, files.onnx_path.parent, tokenizer_dir, named)
+    )
     threads = threads or usable_cpus()
     settings = _Settings(task, batch_size, max_seq_length, threads, files.tokenizer_dir)
     fp32 = settings.load(model)
