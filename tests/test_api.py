@@ -85,6 +85,34 @@ def test_stream_equals_predict(lookup_ner: Path) -> None:
     ]
 
 
+def test_stream_takes_any_iterable_and_checks_chunk_size(lookup_ner: Path) -> None:
+    ner = ernie_deploy.load(lookup_ner)
+    texts = [f"{i}北京乔丹" for i in range(10)]
+    expected = [r.to_dict() for r in ner(texts)]
+    for source in (
+        (t for t in texts),
+        np.array(texts),
+        iter(texts),
+        tuple(texts),
+    ):
+        assert [r.to_dict() for r in ner.stream(source, chunk_size=3)] == expected
+    pd = pytest.importorskip("pandas")
+    assert [r.to_dict() for r in ner.stream(pd.Series(texts), chunk_size=4)] == expected
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(errors.ConfigError, match="chunk_size must be a positive integer"):
+            list(ner.stream(texts, chunk_size=bad))  # type: ignore[arg-type]
+    with pytest.raises(errors.EmptyInputError, match="No texts were given"):
+        list(ner.stream(iter([])))
+    with pytest.raises(errors.InputError, match="iterable of strings"):
+        list(ner.stream(5))  # type: ignore[arg-type]
+    # a bad text raises when its chunk is reached, after the chunks before it
+    got = []
+    with pytest.raises(errors.EmptyInputError, match="Text 4 is empty"):
+        for r in ner.stream(iter(["北京", "乔丹", "重庆", "成都", " "]), chunk_size=2):
+            got.append(r)
+    assert len(got) == 4
+
+
 def test_to_dict_is_json_ready(lookup_ner: Path) -> None:
     import json
 

@@ -111,6 +111,10 @@ def test_rerank_matches_reference(fixture: str, request: pytest.FixtureRequest) 
     raw = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
     result = rr(query, docs, top_n=3)
     assert [h.index for h in result.hits] == list(np.argsort(-raw, kind="stable")[:3])
+    assert len(rr(query, docs, top_n=99).hits) == len(docs)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ernie_deploy.errors.ConfigError, match="top_n must be a positive"):
+            rr(query, docs, top_n=bad)  # type: ignore[arg-type]
     for hit in result.hits:
         assert hit.raw_score == pytest.approx(float(raw[hit.index]), abs=TOL)
         assert hit.document == docs[hit.index]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from ernie_deploy.errors import InputTooLongError
+from ernie_deploy.errors import ConfigError, InputError, InputTooLongError
 from ernie_deploy.runtime.checks import label_problem, pick_output
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import (
@@ -118,14 +119,25 @@ class Predictor(ABC, Generic[R]):
     def __call__(self, texts: str | Sequence[str]) -> list[R]:
         return self.predict(texts)
 
-    def stream(self, texts: Sequence[str], chunk_size: int = 256) -> Iterator[R]:
+    def stream(self, texts: str | Iterable[str], chunk_size: int = 256) -> Iterator[R]:
         """Yield results in input order, `chunk_size` texts at a time (for progress and streaming).
 
-        A bad text raises when its chunk is reached; results already yielded stay valid.
+        `texts` may be any iterable (a list, a generator, a numpy array, a pandas Series); it is
+        read one chunk ahead. A bad text raises when its chunk is reached; results already
+        yielded stay valid.
         """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
         if isinstance(texts, str):
             texts = [texts]
-        if not texts:
-            check_texts(texts)
-        for start in range(0, len(texts), chunk_size):
-            yield from self.predict(texts[start : start + chunk_size], first_index=start)
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+            raise InputError(
+                f"Expected a string or an iterable of strings, got {type(texts).__name__}."
+            )
+        items = iter(texts)
+        start = 0
+        while chunk := list(islice(items, chunk_size)):
+            yield from self.predict(chunk, first_index=start)
+            start += len(chunk)
+        if start == 0:
+            check_texts([])  # nothing at all: the same sentence as predict([])

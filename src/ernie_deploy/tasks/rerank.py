@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ernie_deploy.errors import InputTooLongError
+from ernie_deploy.errors import ConfigError, InputTooLongError
 from ernie_deploy.runtime.checks import rerank_width_problem
 from ernie_deploy.runtime.session import OnnxModel
 from ernie_deploy.tasks.batching import Encoded, check_texts
@@ -86,12 +86,16 @@ class Reranker:
         self, query: str, documents: Sequence[str], top_n: int | None = None
     ) -> RerankResult:
         """Documents sorted by descending relevance, at most `top_n` of them."""
+        if top_n is not None and (
+            isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1
+        ):
+            raise ConfigError(f"top_n must be a positive integer or None (all), got {top_n!r}.")
         docs = [documents] if isinstance(documents, str) else list(documents)
         raw = self.raw_scores(query, docs)
         scores = sigmoid(raw)
         order = np.argsort(-raw, kind="stable")
         if top_n is not None:
-            order = order[: max(0, top_n)]
+            order = order[:top_n]
         hits = tuple(RerankHit(int(i), docs[i], float(scores[i]), float(raw[i])) for i in order)
         return RerankResult(query, hits)
 
