@@ -81,7 +81,7 @@ def check_output(
         )
     if path.exists() and directory and not path.is_dir():
         raise InputError(
-            f"{flag} {path} is a file: give a folder path (a new one, or --overwrite)."
+            f"{flag} {path} is a file: give the path of a folder (a new one, or one to replace)."
         )
     parent = path.resolve().parent
     if not parent.is_dir():

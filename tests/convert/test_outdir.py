@@ -129,3 +129,28 @@ def test_split_external_data_is_never_copied(tmp_path: Path) -> None:
     (src / "tokenizer.json").write_text("{}")
     (src / "notes.data_v2").write_text("kept: not a weights part")
     assert outdir.copy_model_files(src, dst) == ["notes.data_v2", "tokenizer.json"]
+
+
+def test_a_tolerance_that_cannot_compare_is_refused_first(
+    bert_ner: RefModel, tmp_path: Path
+) -> None:
+    from ernie_deploy.convert.hf import convert_hf
+    from ernie_deploy.convert.optimize import optimize_model
+    from ernie_deploy.convert.paddle import convert_paddle
+    from ernie_deploy.errors import ConfigError
+
+    for bad in (float("nan"), float("inf"), -1e-4):
+        for run in (convert_hf, convert_paddle, optimize_model):
+            with pytest.raises(ConfigError, match="tolerance must be a finite number"):
+                run(bert_ner.path, tmp_path / "out", tolerance=bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_as_out_is_refused_without_suggesting_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.write_text("a file the user keeps")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="is a file") as err:
+            outdir.check_output(out, overwrite=overwrite)
+        assert "--overwrite" not in str(err.value)
+    assert out.read_text() == "a file the user keeps"

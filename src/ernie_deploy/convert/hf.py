@@ -37,7 +37,13 @@ from ernie_deploy.convert.hf_mean_head import (
     mean_pooled_logits,
 )
 from ernie_deploy.convert.outdir import check_loads, check_output, copy_model_files, staged_dir
-from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
+from ernie_deploy.convert.verify import (
+    DEFAULT_TOLERANCE,
+    check_tolerance,
+    compare,
+    probe_features,
+    run_onnx,
+)
 from ernie_deploy.errors import ModelLoadError, ModelNotFoundError
 from ernie_deploy.runtime.model_dir import ModelConfig, read_config, validate, write_config
 from ernie_deploy.tasks.tokenization import Tokenizer
@@ -85,6 +91,7 @@ def convert_hf(
         max_seq_length: recorded in the config (None: the loader's default).
         overwrite: replace an existing OUT (only once the new one is verified).
     """
+    check_tolerance(tolerance)
     validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
     out = check_output(out, overwrite, [src])
     src = Path(src).expanduser()

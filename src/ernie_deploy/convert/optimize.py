@@ -32,7 +32,13 @@ from ernie_deploy.convert.outdir import (
     read_paths,
     staged_dir,
 )
-from ernie_deploy.convert.verify import ParityReport, compare, probe_features, run_onnx
+from ernie_deploy.convert.verify import (
+    ParityReport,
+    check_tolerance,
+    compare,
+    probe_features,
+    run_onnx,
+)
 from ernie_deploy.errors import (
     ConfigError,
     MissingDependencyError,
@@ -135,9 +141,7 @@ def optimize_model(
         OutputExistsError: `out` exists and `overwrite` is false.
     """
     level = _check_level(level)
-    bound = DEFAULT_TOLERANCES[level] if tolerance is None else float(tolerance)
-    if bound < 0:
-        raise ConfigError(f"tolerance must be 0 or more, not {tolerance}: pass e.g. 1e-4.")
+    bound = DEFAULT_TOLERANCES[level] if tolerance is None else check_tolerance(tolerance)
     files = find_model(model, tokenizer_dir)
     check_output(out, overwrite, read_paths(model, files.onnx_path.parent, tokenizer_dir))
     onnx = _require("onnx")

@@ -48,7 +48,13 @@ from ernie_deploy.convert.outdir import (
 )
 from ernie_deploy.convert.paddle_source import PaddleSource, find_source
 from ernie_deploy.convert.paddle_weights import loadable_checkpoint
-from ernie_deploy.convert.verify import DEFAULT_TOLERANCE, compare, probe_features, run_onnx
+from ernie_deploy.convert.verify import (
+    DEFAULT_TOLERANCE,
+    check_tolerance,
+    compare,
+    probe_features,
+    run_onnx,
+)
 from ernie_deploy.errors import (
     ConfigError,
     ModelLoadError,
@@ -264,6 +270,7 @@ def convert_paddle(
             names); by default only numpy arrays are rebuilt from it (paddle_weights).
     """
     check_opset(opset)
+    check_tolerance(tolerance)
     validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
     label_file = labels if isinstance(labels, (str, Path)) else None
     out = check_output(out, overwrite, read_paths(src, Path(src), tokenizer_dir, label_file))

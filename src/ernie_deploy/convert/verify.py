@@ -8,12 +8,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ernie_deploy.errors import VerificationError
+from ernie_deploy.errors import ConfigError, VerificationError
 from ernie_deploy.runtime.session import OnnxModel, RuntimeConfig, load_model
 from ernie_deploy.tasks.batching import Encoded, pad
 from ernie_deploy.tasks.tokenization import Tokenizer
 
 DEFAULT_TOLERANCE = 1e-4
+
+
+def check_tolerance(value: float) -> float:
+    """--tolerance: a finite number, 0 or more (nan would fail every comparison, inf none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < np.inf:
+        raise ConfigError(
+            f"tolerance must be a finite number, 0 or more, not {value}: pass e.g. 1e-4."
+        )
+    return float(value)
+
 
 # Mixed lengths, scripts, digits and punctuation: padding, [UNK] and long rows all show up.
 PROBE_TEXTS = (
