@@ -90,6 +90,10 @@ def test_failures_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(hf, "_torch_run", lambda *a: real(*a) + 1e-3)
     with pytest.raises(VerificationError):
         convert_hf(src.path, tmp_path / "out", labels="O,B-X,I-X")
+    monkeypatch.undo()
+    # the message names the length asked for, not the 512 a recorded length is capped at
+    with pytest.raises(ConfigError, match="max_seq_length 100000 is more than the 128 positions"):
+        convert_hf(src.path, tmp_path / "out", labels="O,B-X,I-X", max_seq_length=100_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "src"]
 
 

@@ -146,7 +146,7 @@ def convert_hf(
             stage,
             ModelConfig(task=final_task, labels=final_labels, max_seq_length=max_seq_length),
         )
-        check_loads(stage, out)
+        check_loads(stage, out, max_seq_length=max_seq_length)
         size = file_mb(stage / "model.onnx")
         written = graph_opset(stage / "model.onnx")
     source = f"transformers {type(model).__name__}{' (mean-pooled head)' if mean_head else ''}"

@@ -106,18 +106,21 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_loads(stage: Path, out: Path, task: str | None = None) -> None:
+def check_loads(
+    stage: Path, out: Path, task: str | None = None, max_seq_length: int | None = None
+) -> None:
     """Load the staged directory as `ernie_deploy.load` (predict, batch, serve) would, so OUT never
     becomes a model directory that load refuses. `task`: what the caller was told, for a
     directory that does not record it (a bare .onnx); when no task is known anywhere, load
-    asks its user for one, and there is nothing more to check."""
+    asks its user for one, and there is nothing more to check. `max_seq_length`: the value
+    the user asked to record, checked as given (load clamps a recorded one to 512)."""
     from ernie_deploy.api import load
     from ernie_deploy.runtime.model_dir import find_model
 
     try:
         if task is None and find_model(stage).config.task is None:
             return
-        load(stage, task=task)
+        load(stage, task=task, max_seq_length=max_seq_length)
     except ErnieDeployError as exc:
         message = str(exc).replace(str(stage), str(out))
         raise type(exc)(f"{out} would not load, so it was not written: {message}") from exc

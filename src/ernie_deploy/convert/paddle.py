@@ -328,7 +328,7 @@ def convert_paddle(
             stage,
             ModelConfig(task=final_task, labels=final_labels, max_seq_length=max_seq_length),
         )
-        check_loads(stage, out)
+        check_loads(stage, out, max_seq_length=max_seq_length)
         size = file_mb(stage / "model.onnx")
         written = graph_opset(stage / "model.onnx")
     return ConvertReport(
