@@ -183,3 +183,21 @@ def test_a_model_that_reads_the_key_itself_is_left_to_transformers() -> None:
     assert classifier_pooling(ModernBertConfig(classifier_pooling="mean"), "m") == "cls"
     assert classifier_pooling(XLMRobertaConfig(classifier_pooling="mean"), "x") == "mean"
     assert classifier_pooling(XLMRobertaConfig(), "x") == "cls"
+
+
+def test_a_failed_export_is_one_sentence_without_the_torch_graph(tmp_path: Path) -> None:
+    # torch.onnx prints its IR graph from C++ on fd 1 when an export fails
+    import subprocess
+    import sys
+
+    src = _source(tmp_path, "src", "token_cls", _models.NER_LABELS)
+    run = subprocess.run(
+        [sys.executable, "-m", "ernie_deploy", "convert", "hf", str(src.path),
+         str(tmp_path / "out"), "--opset", "5"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stdout == "", run.stdout[:300]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "could not export" in errors[0] and "--opset" in errors[0]
+    assert not (tmp_path / "out").exists()

@@ -12,10 +12,13 @@ sentence-transformers' 1_Pooling/config.json when the source has one).
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +194,7 @@ def _export(
         custom = {"model": BertOnnxConfig(model.config, task=optimum_task)}
     scratch = Path(tempfile.mkdtemp(prefix="ernie_deploy_optimum_"))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_stdout_to(scratch / "export.log"):
             warnings.simplefilter("ignore")
             exporters.main_export(
                 str(src),
@@ -218,6 +221,29 @@ def _export(
         ) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _native_stdout_to(log: Path) -> Iterator[None]:
+    """Send file descriptor 1 to `log` while the exporter runs: torch.onnx prints its whole IR
+    graph there from C++ when an export fails (140 lines before our one-sentence error).
+    Nothing of ours is on stdout meanwhile; where fd 1 cannot be redirected, it is left alone."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    try:
+        with log.open("wb") as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 def _torch_run(
