@@ -183,7 +183,9 @@ def test_bad_inputs_give_one_sentence_and_nonzero_exit(
     alone = tmp_path / "alone"
     alone.mkdir()
     (alone / "m.onnx").write_bytes((lookup_ner / "model.onnx").read_bytes())
-    assert "No tokenizer.json or vocab.txt" in one_error_line(infer(*ner, str(alone / "m.onnx")))
+    line = one_error_line(infer(*ner, str(alone / "m.onnx")))
+    assert "No tokenizer.json or vocab.txt" in line and "--model_name_or_path" in line
+    assert "does not download 'ernie-3.0-medium-zh'" in line
 
     five = tmp_path / "five"
     five.mkdir()

@@ -103,8 +103,14 @@ def _gbk_vocab(model: Path) -> None:
     vocab.write_bytes(vocab.read_text("utf-8").encode("gbk", errors="replace"))
 
 
+def _no_tokenizer(model: Path) -> None:
+    for name in ("vocab.txt", "tokenizer.json"):
+        (model / name).unlink(missing_ok=True)
+
+
 INSPECT_CASES = {
     "labels_vs_outputs": (_labels_mismatch, "3 labels were given"),
+    "no_tokenizer": (_no_tokenizer, "No tokenizer"),  # the graph is still listed
     "empty_vocab": (_empty_vocab, "is empty"),
     "gbk_vocab": (_gbk_vocab, "not UTF-8"),
 }
@@ -122,6 +128,7 @@ def test_inspect_says_what_load_refuses(case: str, lookup_ner: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     refused = [x for x in result.stdout.splitlines() if x.startswith("load would refuse:")]
     assert len(refused) == 1 and words in refused[0], result.stdout
+    assert "outputs:" in result.stdout and "opset:" in result.stdout
 
 
 def test_inspect_flags_an_embedding_config_on_a_classifier(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def opsets(onnx_path: Path) -> dict[str, int]:
 
 
 def describe(path: str | Path, tokenizer_dir: str | Path | None = None) -> str:
-    files = find_model(path, tokenizer_dir)
+    files = find_model(path, tokenizer_dir, need_tokenizer=False)  # reported below if missing
     model = load_model(files.onnx_path, RuntimeConfig(device="cpu"))
     cfg = files.config
     graph = read_graph(files.onnx_path)

@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from ernie_deploy.errors import ErnieDeployError, InputError
+from ernie_deploy.errors import ErnieDeployError, InputError, TokenizerNotFoundError
 from ernie_deploy.options import LoadOptions
 from ernie_deploy.outputs import atomic_text, check_output
 from ernie_deploy.textio import JsonlWriter, Line, chunked, iter_records, result_record, text_lines
@@ -189,7 +189,15 @@ def _run(args: argparse.Namespace) -> int:
         decode=args.decode,
     )
     print(f"{BACKEND} Creating Engine ...")
-    files = find_model(args.model_path, tok_dir)
+    try:
+        files = find_model(args.model_path, tok_dir)
+    except TokenizerNotFoundError as exc:
+        if tok_dir is not None:
+            raise
+        raise TokenizerNotFoundError(
+            f"{str(exc).rstrip('.')}; infer.py does not download {args.model_name_or_path!r} "
+            "from a model hub, so --model_name_or_path must name a local directory."
+        ) from None
     if args.task_name in GUIDE_LABELS and not files.config.labels:
         options = options.updated(labels=GUIDE_LABELS[args.task_name])
     predictor = load(args.model_path, options=options)

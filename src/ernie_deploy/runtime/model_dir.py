@@ -91,9 +91,14 @@ class ModelFiles:
     sources: tuple[str, ...] = field(default=())
 
 
-def find_model(path: str | Path, tokenizer_dir: str | Path | None = None) -> ModelFiles:
+def find_model(
+    path: str | Path, tokenizer_dir: str | Path | None = None, *, need_tokenizer: bool = True
+) -> ModelFiles:
     """Resolve a model directory, a bare .onnx file (plus optional tokenizer directory), or the
-    name of a bundled model (`ernie-deploy models`); an existing path wins over a name."""
+    name of a bundled model (`ernie-deploy models`); an existing path wins over a name.
+
+    `need_tokenizer=False` (inspect): a missing tokenizer is left for the caller to report, and
+    `tokenizer_dir` is the folder where one was looked for."""
     path = Path(path).expanduser()
     if not path.exists():
         from ernie_deploy.runtime.bundled import bundled_names, bundled_path
@@ -116,9 +121,14 @@ def find_model(path: str | Path, tokenizer_dir: str | Path | None = None) -> Mod
                 "the exporter, or its directory."
             )
         onnx_path, model_dir = path, path.parent
-    tok_dir = _find_tokenizer(model_dir, tokenizer_dir)
+    try:
+        tok_dir = _find_tokenizer(model_dir, tokenizer_dir)
+    except TokenizerNotFoundError:
+        if need_tokenizer:
+            raise
+        tok_dir = Path(tokenizer_dir).expanduser() if tokenizer_dir else model_dir
     config, sources = read_config(model_dir)
-    if tok_dir != model_dir:
+    if tok_dir != model_dir and tok_dir.is_dir():
         tok_config, tok_sources = read_config(tok_dir)
         config, sources = tok_config.merged(config), tok_sources + sources
     return ModelFiles(onnx_path, tok_dir, config, sources)
@@ -148,10 +158,11 @@ def _find_tokenizer(model_dir: Path, tokenizer_dir: str | Path | None) -> Path:
         if directory.is_dir() and any((directory / n).is_file() for n in TOKENIZER_FILES):
             return directory
     where = candidates[0]
+    flags = "--tokenizer; infer.py: --model_name_or_path; Python: tokenizer_dir="
     hint = (
-        "pass --model_name_or_path (tokenizer_dir=) a directory that has one"
+        f"name a directory that has one ({flags})"
         if tokenizer_dir
-        else "copy the tokenizer files beside the model or pass a tokenizer directory"
+        else f"copy the tokenizer files beside the model, or name their directory ({flags})"
     )
     if tokenizer_dir and not where.exists():
         raise TokenizerNotFoundError(
