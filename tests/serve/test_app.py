@@ -217,6 +217,50 @@ def test_model_arguments_and_config(tmp_path: Path) -> None:
     assert "secret" not in repr(ServeSettings(api_key="secret"))
 
 
+def test_config_values_of_the_wrong_type_and_paths_beside_the_config(tmp_path: Path) -> None:
+    for values, match in (
+        ({"host": 1}, "host must be an address"),
+        ({"port": 18736.5}, "port must be a whole number"),
+        ({"port": True}, "port must be a whole number"),
+        ({"port": "18736"}, "port must be a whole number"),
+        ({"port": 70000}, "port must be a whole number"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            build_settings(values)
+    # a relative model path is read from the config's folder, where a service keeps both
+    folder = tmp_path / "etc"
+    (folder / "mymodel").mkdir(parents=True)
+    config = folder / "serve.toml"
+    config.write_text(
+        '[models]\nmine = "mymodel"\nner = "ner-zh"\n[models.t]\npath = "mymodel"\n',
+        encoding="utf-8",
+    )
+    _, models = read_config(config)
+    assert [m.path for m in models] == [str(folder / "mymodel"), "ner-zh", str(folder / "mymodel")]
+
+
+def test_serve_says_where_it_listens_and_checks_the_log_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from ernie_deploy import cli
+    from ernie_deploy.serve import run
+
+    loaded: list[object] = []
+    monkeypatch.setattr(run, "load_models", lambda specs, notify: loaded.append(specs) or {})
+    monkeypatch.setattr(run, "serve", lambda models, settings, log_level="info", sock=None: 0)
+    runner = CliRunner()
+    bad = runner.invoke(cli.app, ["serve", "ner-zh", "--log-level", "loud"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "--log-level 'loud' is not a level: use critical" in bad.stderr and not loaded
+    picked = runner.invoke(cli.app, ["serve", "ner-zh", "--port", "0", "--no-playground"])
+    assert picked.exit_code == 0, picked.output
+    line = next(x for x in picked.stderr.splitlines() if x.startswith("listening on"))
+    port = int(line.rsplit(":", 1)[1])
+    assert line.startswith("listening on http://127.0.0.1:") and 0 < port < 65536
+
+
 def test_every_load_option_is_settable_per_served_model(lookup_ner: Path, tmp_path: Path) -> None:
     from ernie_deploy.serve.run import load_models
 

@@ -127,7 +127,14 @@ def test_serve_flag_sets_the_playground(monkeypatch: pytest.MonkeyPatch) -> None
         seen.append(settings)
         return 0
 
-    monkeypatch.setattr(run, "bind", lambda host, port: None)  # no real port taken
+    class Bound:  # no real port taken
+        def __init__(self, port: int) -> None:
+            self.port = port
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(run, "bind", lambda host, port: Bound(port))
     monkeypatch.setattr(run, "load_models", lambda specs, notify: {})
     monkeypatch.setattr(run, "serve", fake_serve)
     runner = CliRunner()

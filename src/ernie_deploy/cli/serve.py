@@ -21,6 +21,8 @@ from ernie_deploy.serve.settings import (
     read_config,
 )
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
 API_KEY_ENV = "ERNIE_DEPLOY_API_KEY"
 
 Limit = Optional[int]
@@ -122,7 +124,9 @@ def serve_cmd(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")
+    ] = "info",
     ray: Annotated[
         bool, typer.Option("--ray", help="Run replicas on Ray Serve (the ray extra).")
     ] = False,
@@ -137,6 +141,11 @@ def serve_cmd(
     """Serve models over HTTP: /v1/ner, /v1/classify, /v1/embed, /v1/rerank, /v1/embeddings, ..."""
     try:
         _check_extra()
+        if log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level {log_level!r} is not a level: use {', '.join(LOG_LEVELS)}."
+            )
+        log_level = log_level.lower()
         ray_options = _ray_options(ray, address, replicas, min_replicas, max_replicas)
         from ernie_deploy.serve.run import bind, load_models, serve
 
@@ -175,9 +184,12 @@ def serve_cmd(
             raise typer.Exit(_serve_on_ray(specs, settings, ray_options, log_level))
         sock = bind(settings.host, settings.port)  # a port in use is said before models load
         loaded = load_models(specs, notify=lambda line: typer.echo(line, err=True))
-        if settings.playground_on and settings.port:
-            host = f"[{settings.host}]" if ":" in settings.host else settings.host
-            typer.echo(f"playground: http://{host}:{settings.port}/", err=True)
+        # uvicorn prints no address for a socket it is handed: say it (port 0 picks one)
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        url = f"http://{host}:{sock.getsockname()[1]}"
+        typer.echo(f"listening on {url}", err=True)
+        if settings.playground_on:
+            typer.echo(f"playground: {url}/", err=True)
     except ErnieDeployError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exit_code(exc)) from None

@@ -115,8 +115,11 @@ class ServeSettings:
     playground: bool | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {self.port}.")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigError(f"host must be an address such as 127.0.0.1, got {self.host!r}.")
+        port = self.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"port must be a whole number from 0 to 65535, got {port!r}.")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty: pass a non-empty key or none at all.")
         positive = (
@@ -256,7 +259,7 @@ def read_config(path: str | Path) -> tuple[dict[str, Any], list[ModelSpec]]:
 
 def _model_entry(path: Path, name: str, value: object) -> ModelSpec:
     if isinstance(value, str):
-        return ModelSpec(name=name, path=value)
+        return ModelSpec(name=name, path=_beside(path, value))
     if not isinstance(value, Mapping) or not isinstance(value.get("path"), str):
         raise ConfigError(
             f'Config {path}: models.{name} must be a path string or a table with path = "...".'
@@ -268,9 +271,17 @@ def _model_entry(path: Path, name: str, value: object) -> ModelSpec:
             f"use {', '.join(MODEL_KEYS)}."
         )
     values = dict(value)
-    model_path = values.pop("path")
+    model_path = _beside(path, values.pop("path"))
     where = f"Config {path}: models.{name}"
     return ModelSpec(name=name, path=model_path, options=LoadOptions.from_mapping(values, where))
+
+
+def _beside(config: Path, model: str) -> str:
+    """A relative model path is read from the config file's folder when it exists there (as a
+    `--config /etc/...` service expects), else as given (a bundled name, or from the cwd)."""
+    given = Path(model).expanduser()
+    near = config.parent / given
+    return str(near) if not given.is_absolute() and near.exists() else model
 
 
 def build_settings(file_values: Mapping[str, Any], **overrides: Any) -> ServeSettings:
