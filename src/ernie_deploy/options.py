@@ -150,6 +150,11 @@ def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
                 f"Cannot read the label file {value} ({exc}): save it as UTF-8, one label per line."
             ) from exc
         labels = tuple(line.strip() for line in lines if line.strip())
+    elif "," not in value and _looks_like_a_file(value):
+        raise ConfigError(
+            f"The label file {value} does not exist: pass its path, or the labels themselves "
+            "separated by commas (O,B-PER,I-PER)."
+        )
     else:
         labels = tuple(part.strip() for part in value.split(","))
     if not labels or not all(labels):
@@ -160,6 +165,11 @@ def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--labels {value!r} repeats a label: each label must be unique.")
     return labels
+
+
+def _looks_like_a_file(value: str) -> bool:
+    """A path separator or a file suffix (labels.txt): no one names a single label like that."""
+    return "/" in value or "\\" in value or Path(value).suffix.lower() in (".txt", ".json", ".csv")
 
 
 def _flag(name: str, value: object, optional: bool) -> None:

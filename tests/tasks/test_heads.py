@@ -87,6 +87,10 @@ def test_labels_of_the_wrong_type_are_one_sentence(bag_cls: Path) -> None:
     for bad in (5, {"O": 0}):
         with pytest.raises(errors.ConfigError, match="labels must be comma-separated names"):
             ernie_deploy.load(bag_cls, "seq_cls", labels=bad)  # type: ignore[arg-type]
+    # a label file that is not there is no single label named "labels.txt"
+    for missing in ("labels.txt", "conf/labels"):
+        with pytest.raises(errors.ConfigError, match=f"The label file {missing} does not exist"):
+            ernie_deploy.load(bag_cls, "seq_cls", labels=missing)
 
 
 def test_unlabelled_classifier_gets_generic_labels(bag_cls: Path) -> None:
