@@ -102,3 +102,22 @@ def test_outputs_read_by_name(lookup_ner: Path) -> None:
     feeds = {"input_ids": np.array([[1, 2, 3]]), "token_type_ids": np.zeros((1, 3), np.int64)}
     out = model.run(feeds, ["logits"])
     assert list(out) == ["logits"] and out["logits"].shape == (1, 3, 7)
+
+
+def test_weights_left_behind_are_named(tmp_path: Path) -> None:
+    from ernie_deploy.runtime.bundled import bundled_path
+
+    shipped = bundled_path("e5-small-zh-en")
+    assert shipped is not None
+    parts = sorted(p.name for p in shipped.iterdir() if ".onnx.data" in p.name)
+    assert len(parts) >= 2  # split external data: the case users copy by halves
+    moved = tmp_path / "copied"
+    moved.mkdir()
+    for f in shipped.iterdir():
+        if f.name not in parts[1:]:  # the graph and its first part come along, the rest not
+            (moved / f.name).symlink_to(f)
+    with pytest.raises(errors.ModelLoadError) as err:
+        ernie_deploy.load(moved)
+    message = str(err.value)
+    assert f"keeps its weights in {', '.join(parts[1:])}, which" in message  # not {parts[0]}
+    assert f"copy it into {moved}" in message or f"copy them into {moved}" in message

@@ -277,6 +277,13 @@ def load_model(
                 provider_options=[opts for _, opts in chosen],
             )
         except Exception as exc:  # ORT raises several unrelated exception types
+            missing = _missing_external_data(Path(model_path))
+            if missing:
+                raise ModelLoadError(
+                    f"{model_path} keeps its weights in {', '.join(missing)}, "
+                    f"{'which are' if len(missing) > 1 else 'which is'} not beside it: copy "
+                    f"{'them' if len(missing) > 1 else 'it'} into {Path(model_path).parent}."
+                ) from exc
             raise ModelLoadError(
                 f"ONNX Runtime cannot load {model_path} ({first_line(exc)}): re-export the model "
                 "(e.g. with paddle2onnx or `ernie-deploy convert`) and check the file is complete."
@@ -384,3 +391,20 @@ def input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:
             f"Graph {path.name} has no input_ids input: re-export it with the token ids as an input."
         )
     return tuple(specs)
+
+
+def _missing_external_data(model_path: Path) -> list[str]:
+    """The external-data files the graph names that are not beside it (read after a failed load)."""
+    try:
+        from ernie_deploy.runtime.checks import read_graph
+
+        graph = read_graph(model_path)
+    except Exception:  # the graph itself is unreadable: the caller's message says so
+        return []
+    names: dict[str, None] = {}
+    for tensor in graph.graph.initializer:
+        if tensor.data_location == 1:  # onnx.TensorProto.EXTERNAL
+            entry = {e.key: e.value for e in tensor.external_data}
+            if "location" in entry:
+                names[entry["location"]] = None
+    return [n for n in names if not (model_path.parent / n).is_file()]
