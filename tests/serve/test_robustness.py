@@ -199,6 +199,7 @@ def test_sigterm_honours_the_grace_period(ner_zh_server: Server) -> None:
     said = f"{r.status_code} {r.text[:300]}\n{ner_zh_server.output()[-3000:]}"
     assert r.status_code == 503 and r.json()["error"]["type"] == "not_ready", said
     assert "grace period: retry it." in r.json()["error"]["message"], said
+    assert r.headers.get("retry-after") == "1", said
     assert "Traceback" not in ner_zh_server.output()
 
 

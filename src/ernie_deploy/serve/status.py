@@ -79,7 +79,7 @@ def error_response(
 async def _ours(request: Request, exc: Exception) -> JSONResponse:
     status, kind = status_for(exc)
     headers = None
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, (OverloadedError, NotReadyError)):  # busy, or stopping: come back
         headers = {"Retry-After": "1"}
     elif isinstance(exc, UnauthorizedError):
         headers = {"WWW-Authenticate": "Bearer"}
