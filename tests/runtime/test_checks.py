@@ -144,3 +144,11 @@ def test_inspect_says_ok_when_load_accepts(lookup_ner: Path) -> None:
     result = runner.invoke(app, ["inspect", str(lookup_ner)])
     assert result.exit_code == 0, result.output
     assert "load:       ok" in result.stdout
+
+
+def test_inspect_counts_external_data_in_the_model_size() -> None:
+    result = runner.invoke(app, ["inspect", "e5-small-zh-en"])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]  # model.onnx is 0.1 MB of graph; the weights lie beside
+    size = float(first.split("(")[1].split(" MB")[0])
+    assert size > 20 and "with 2 external data file(s)" in first

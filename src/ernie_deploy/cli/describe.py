@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ernie_deploy.errors import ErnieDeployError
-from ernie_deploy.runtime.checks import position_limit, problems, read_graph
+from ernie_deploy.runtime.checks import (
+    external_data_files,
+    position_limit,
+    problems,
+    read_graph,
+)
 from ernie_deploy.runtime.device import available_providers
 from ernie_deploy.runtime.model_dir import ModelFiles, find_model
 from ernie_deploy.runtime.session import OnnxModel, RuntimeConfig, load_model
@@ -27,8 +32,11 @@ def describe(path: str | Path, tokenizer_dir: str | Path | None = None) -> str:
     cfg = files.config
     graph = read_graph(files.onnx_path)
     limit = position_limit(graph)
+    weights = [files.onnx_path.parent / n for n in external_data_files(graph)]
+    size = sum(p.stat().st_size for p in [files.onnx_path, *weights] if p.is_file())
+    parts = f", with {len(weights)} external data file(s)" if weights else ""
     lines = [
-        f"model:      {files.onnx_path} ({files.onnx_path.stat().st_size / 1e6:.1f} MB)",
+        f"model:      {files.onnx_path} ({size / 1e6:.1f} MB{parts})",
         f"tokenizer:  {files.tokenizer_dir}",
         f"config:     {', '.join(files.sources) or '(none)'}",
         f"task:       {cfg.task or '(unknown: pass --task)'}",

@@ -51,6 +51,17 @@ def read_graph(path: str | Path, external_data: bool = False) -> Any:
         ) from exc
 
 
+def external_data_files(graph: Any) -> list[str]:
+    """The external-data files a graph's initializers name (model.onnx.data, ...), in order."""
+    names: dict[str, None] = {}
+    for tensor in graph.graph.initializer:
+        if tensor.data_location == 1:  # onnx.TensorProto.EXTERNAL
+            entry = {e.key: e.value for e in tensor.external_data}
+            if "location" in entry:
+                names[entry["location"]] = None
+    return list(names)
+
+
 def position_limit(graph: Any) -> int | None:
     """The longest sequence the graph's position embedding table can index, or None if unknown.
 

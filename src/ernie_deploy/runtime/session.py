@@ -12,6 +12,7 @@ import numpy as np
 
 from ernie_deploy.errors import (
     ConfigError,
+    ErnieDeployError,
     ModelLoadError,
     ModelNotFoundError,
     ModelRunError,
@@ -395,16 +396,10 @@ def input_specs(session: object, path: Path) -> tuple[InputSpec, ...]:
 
 def _missing_external_data(model_path: Path) -> list[str]:
     """The external-data files the graph names that are not beside it (read after a failed load)."""
-    try:
-        from ernie_deploy.runtime.checks import read_graph
+    from ernie_deploy.runtime.checks import external_data_files, read_graph
 
+    try:
         graph = read_graph(model_path)
-    except Exception:  # the graph itself is unreadable: the caller's message says so
+    except ErnieDeployError:  # the graph itself is unreadable: the caller's message says so
         return []
-    names: dict[str, None] = {}
-    for tensor in graph.graph.initializer:
-        if tensor.data_location == 1:  # onnx.TensorProto.EXTERNAL
-            entry = {e.key: e.value for e in tensor.external_data}
-            if "location" in entry:
-                names[entry["location"]] = None
-    return [n for n in names if not (model_path.parent / n).is_file()]
+    return [n for n in external_data_files(graph) if not (model_path.parent / n).is_file()]
