@@ -199,3 +199,12 @@ def test_decode_mode_from_argument_config_and_crf_file(lookup_ner: Path, tmp_pat
     n = len(ernie_deploy.load(copy).labels)  # type: ignore[union-attr]
     np.save(copy / "crf_transitions.npy", np.zeros((n, n), dtype=np.float32))
     assert ernie_deploy.load(copy).decode == "viterbi"  # type: ignore[union-attr]
+
+
+def test_an_empty_query_is_named_in_plain_english() -> None:
+    from ernie_deploy.tasks.batching import check_texts
+
+    with pytest.raises(errors.EmptyInputError, match="remove empty queries"):
+        check_texts([" "], what="query")
+    with pytest.raises(errors.EmptyInputError, match="No queries were given"):
+        check_texts([], what="query")

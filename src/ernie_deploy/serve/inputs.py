@@ -7,7 +7,7 @@ from typing import Any
 
 from ernie_deploy.errors import InputError, InputTooLongError
 from ernie_deploy.serve.settings import ServeSettings
-from ernie_deploy.tasks.batching import check_texts
+from ernie_deploy.tasks.batching import check_texts, plural
 
 
 def check_inputs(
@@ -29,7 +29,7 @@ def check_inputs(
     out = check_texts(texts, what=what)  # empty texts, lone surrogates (JSON lets "\udfff" in)
     if len(out) > settings.max_texts:
         raise InputError(
-            f"The request has {len(out)} {what}s but the server takes at most "
+            f"The request has {len(out)} {plural(what)} but the server takes at most "
             f"{settings.max_texts} per request: split it into several requests."
         )
     limit = settings.max_chars
@@ -47,7 +47,7 @@ def check_inputs(
     total = sum(len(t) for t in out)
     if total > settings.max_request_chars:
         raise InputError(
-            f"The request's {what}s hold {total} characters but the server takes at most "
+            f"The request's {plural(what)} hold {total} characters but the server takes at most "
             f"{settings.max_request_chars} per request: split it into several requests, or start "
             "the server with a larger --max-request-chars."
         )

@@ -27,6 +27,11 @@ class Batch:
     features: dict[str, np.ndarray]
 
 
+def plural(word: str) -> str:
+    """text -> texts, query -> queries (the nouns messages name)."""
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
 def check_texts(texts: object, what: str = "text", first_index: int = 0) -> list[str]:
     """Accept a str or a sequence of str; reject empty input with a sentence naming the fix."""
     if isinstance(texts, str):
@@ -35,7 +40,7 @@ def check_texts(texts: object, what: str = "text", first_index: int = 0) -> list
         raise InputError(f"Expected a string or a list of strings, got {type(texts).__name__}.")
     out = list(texts)
     if not out:
-        raise EmptyInputError(f"No {what}s were given: pass at least one non-empty {what}.")
+        raise EmptyInputError(f"No {plural(what)} were given: pass at least one non-empty {what}.")
     for i, text in enumerate(out):
         if not isinstance(text, str):
             raise InputError(
@@ -43,7 +48,8 @@ def check_texts(texts: object, what: str = "text", first_index: int = 0) -> list
             )
         if not text.strip():
             raise EmptyInputError(
-                f"{what.capitalize()} {first_index + i} is empty: remove empty {what}s before predicting."
+                f"{what.capitalize()} {first_index + i} is empty: remove empty {plural(what)} "
+                "before predicting."
             )
         if not text.isascii():
             check_unicode(text, f"{what.capitalize()} {first_index + i}")
