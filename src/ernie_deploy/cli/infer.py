@@ -201,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.task_name in GUIDE_LABELS and not files.config.labels:
         options = options.updated(labels=GUIDE_LABELS[args.task_name])
     predictor = load(args.model_path, options=options)
+    _warn_truncation(predictor, args.task_name)
     model = predictor.model
     print(f"{BACKEND} Use {'GPU' if model.on_gpu else 'CPU'} to inference ...")
     if model.fp16_active:
@@ -217,7 +218,6 @@ def _run(args: argparse.Namespace) -> int:
             return _rerank(predictor, args.query or DEMO_RERANK_QUERY, records, writer)
         for chunk in chunked(records, 256):
             texts = [r.text for r in chunk]
-            _warn_truncated(predictor, texts, args.task_name)
             for line, result in zip(chunk, predictor.predict(texts)):  # type: ignore[union-attr]
                 _print_result(args.task_name, result)
                 if writer:
@@ -245,24 +245,22 @@ def _records(args: argparse.Namespace) -> Iterator[Line]:
     return text_lines(texts)
 
 
-def _warn_truncated(predictor: Any, texts: list[str], task: str, query: str = "") -> None:
-    """One stderr line per text (or rerank query + document) that the model will see cut."""
-    if task == "token_cls":
-        return  # windowed, never truncated
-    engine = predictor.engine
-    tok = engine.tokenizer
-    # Counted for every text: a piece may cover no character (SentencePiece's leading "▁") or
-    # part of one (byte-level BPE), so a length test on characters would miss some.
-    extra = len(tok.tokenize([query])[0].ids) if query else 0
-    limit = engine.max_seq_length - tok.num_special_tokens(bool(query))
-    for text, t in zip(texts, tok.tokenize(texts)):
-        if len(t.ids) + extra > limit:
-            what = "query + document" if query else "input"
-            print(
-                f"warning: {what} of {len(t.ids) + extra} tokens truncated to {limit} "
-                f"(--max_seq_length {engine.max_seq_length}): {text[:30]}...",
-                file=sys.stderr,
-            )
+def _warn_truncation(predictor: Any, task: str) -> None:
+    """One stderr line per text (or rerank query + document) the model sees cut, told by the
+    engine as it cuts (no second tokenization)."""
+    engine = getattr(predictor, "engine", None)
+    if task == "token_cls" or engine is None:
+        return  # NER windows long texts: nothing is cut
+    what = "query + document" if task == "rerank" else "input"
+
+    def warn(text: str, tokens: int, limit: int) -> None:
+        print(
+            f"warning: {what} of {tokens} tokens truncated to {limit} "
+            f"(--max_seq_length {engine.max_seq_length}): {text[:30]}...",
+            file=sys.stderr,
+        )
+
+    engine.on_truncate = warn
 
 
 def _print_result(task: str, result: Any) -> None:
@@ -283,7 +281,6 @@ def _print_result(task: str, result: Any) -> None:
 
 def _rerank(predictor: Any, query: str, records: Iterator[Line], writer: Any) -> int:
     docs = [r.text for r in records]
-    _warn_truncated(predictor, docs, "rerank", query)
     result = predictor.rerank(query, docs)
     print("query:", query)
     for rank, hit in enumerate(result.hits, start=1):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Generic, TypeVar
@@ -42,6 +42,9 @@ class Engine:
     tokenizer: Tokenizer
     max_seq_length: int
     batch_size: int = 32
+    # Told (text, its tokens, the limit) of each text cut because truncation was asked for
+    # (infer.py warns on stderr with it); None: cut in silence.
+    on_truncate: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
@@ -57,7 +60,8 @@ class Engine:
         tok = self.tokenizer
         limit = self.max_seq_length - tok.num_special_tokens(False)
         seqs = []
-        for i, t in enumerate(tok.tokenize(list(texts))):
+        texts = list(texts)
+        for i, t in enumerate(tok.tokenize(texts)):
             ids = t.ids
             if len(ids) > limit:
                 if not truncate:
@@ -67,6 +71,8 @@ class Engine:
                         "shorten it, raise max_seq_length, or ask for truncation "
                         "(truncate=True / --truncate)."
                     )
+                if self.on_truncate is not None:
+                    self.on_truncate(texts[i], len(ids), limit)
                 ids = ids[:limit]
             input_ids, type_ids, _ = tok.build_inputs(ids)
             seqs.append(Encoded(input_ids, type_ids))

@@ -70,6 +70,8 @@ class Reranker:
                         f"Query + document {i} have {len(a) + len(b)} tokens but the model takes "
                         f"{limit}: shorten them or ask for truncation (truncate=True / --truncate)."
                     )
+                if self.engine.on_truncate is not None:
+                    self.engine.on_truncate(docs[i], len(a) + len(b), limit)
                 a, b = truncate_pair(a, b, limit)
             ids, types, _ = tok.build_inputs(a, b)
             seqs.append(Encoded(ids, types))
