@@ -29,7 +29,7 @@ from ernie_deploy.convert.outdir import (
     check_loads,
     check_output,
     copy_model_files,
-    read_paths,
+    model_input,
     staged_dir,
 )
 from ernie_deploy.convert.verify import (
@@ -143,7 +143,7 @@ def optimize_model(
     level = _check_level(level)
     bound = DEFAULT_TOLERANCES[level] if tolerance is None else check_tolerance(tolerance)
     files = find_model(model, tokenizer_dir)
-    check_output(out, overwrite, read_paths(model, files.onnx_path.parent, tokenizer_dir))
+    check_output(out, overwrite, [model_input(model, files.onnx_path.parent)], [tokenizer_dir])
     onnx = _require("onnx")
     source_graph = read_graph(files.onnx_path)
     external = _has_external_data(source_graph)

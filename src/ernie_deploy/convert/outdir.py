@@ -36,12 +36,17 @@ _SOURCE_RECORDS = ("bundle.json", "export_check.npz")
 
 
 def check_output(
-    out: str | Path, overwrite: bool, inputs: Sequence[str | Path | None] = ()
+    out: str | Path,
+    overwrite: bool,
+    inputs: Sequence[str | Path] = (),
+    also: Sequence[object] = (),
 ) -> Path:
     """Refuse OUT before any work when it is an input (or inside one, or holds one: checked
     first, so --overwrite is never suggested for an input), a link, the current or parent
     folder, a file, in a missing or unwritable folder, or exists without `overwrite` (one
-    sentence naming the fix). `inputs`: every path the command reads (None entries skipped)."""
+    sentence naming the fix). `inputs`: the model (or source) the command reads. `also`: other
+    paths the user named (a tokenizer folder, a label or eval file; None and non-paths skipped):
+    OUT may not be or hold one, but may sit inside a tokenizer folder (a working folder)."""
     out = Path(out).expanduser()
     if out.name in ("", ".", ".."):
         raise InputError(
@@ -52,22 +57,23 @@ def check_output(
         raise InputError(
             f"OUT {out} is a symbolic link: give the path of a real folder (a new one)."
         )
-    named = [Path(p).expanduser() for p in inputs if p is not None]
-    return outputs.check_output(out, named, flag="OUT", overwrite=overwrite, directory=True)
+    for given in also:
+        if not isinstance(given, (str, Path)) or not Path(given).expanduser().exists():
+            continue
+        path = Path(given).expanduser()
+        same = outputs.same_path(out, path)
+        if same or path.resolve().is_relative_to(out.resolve()):
+            raise InputError(
+                f"OUT {out} {'is' if same else 'holds'} {path}, which this command reads: choose "
+                "another output folder (an input is never written over)."
+            )
+    return outputs.check_output(out, inputs, flag="OUT", overwrite=overwrite, directory=True)
 
 
-def read_paths(model: str | Path, model_dir: Path, *named: str | Path | None) -> list[Path]:
-    """The paths a command reads, for `check_output`: the model as given (or, for a bundled
-    model's name, its installed folder) and the files the user named (tokenizer folder, label
-    file, eval texts). A tokenizer found beside a bare .onnx is not named: OUT may sit beside it."""
+def model_input(model: str | Path, model_dir: Path) -> Path:
+    """The model as the user gave it, or, for a bundled model's name, its installed folder."""
     given = Path(model).expanduser()
-    paths = [given if given.exists() else model_dir]
-    for path in named:
-        if path is not None and not isinstance(path, (list, tuple)):
-            candidate = Path(path).expanduser()
-            if candidate.exists():
-                paths.append(candidate)
-    return paths
+    return given if given.exists() else model_dir
 
 
 @contextmanager

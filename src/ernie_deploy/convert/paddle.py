@@ -43,7 +43,6 @@ from ernie_deploy.convert.outdir import (
     check_loads,
     check_output,
     copy_model_files,
-    read_paths,
     staged_dir,
 )
 from ernie_deploy.convert.paddle_source import PaddleSource, find_source
@@ -272,8 +271,7 @@ def convert_paddle(
     check_opset(opset)
     check_tolerance(tolerance)
     validate(ModelConfig(max_seq_length=max_seq_length), "the arguments")
-    label_file = labels if isinstance(labels, (str, Path)) else None
-    out = check_output(out, overwrite, read_paths(src, Path(src), tokenizer_dir, label_file))
+    out = check_output(out, overwrite, [src], [tokenizer_dir, labels])  # labels: maybe a file
     require("paddle", "paddle")
     source = find_source(src)
     src_config, _ = read_config(source.directory)

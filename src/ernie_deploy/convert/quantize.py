@@ -53,7 +53,7 @@ from ernie_deploy.convert.outdir import (
     check_loads,
     check_output,
     copy_model_files,
-    read_paths,
+    model_input,
     staged_dir,
 )
 from ernie_deploy.convert.quantize_report import (
@@ -147,8 +147,8 @@ def quantize_model(
     reduce = chosen.reduce_range if reduce_range is None else bool(reduce_range)
     types = _check_op_types(op_types)
     files = find_model(model, tokenizer_dir)
-    read = read_paths(model, files.onnx_path.parent, tokenizer_dir, eval_file)
-    out = check_output(out, overwrite, read)
+    source = [model_input(model, files.onnx_path.parent)]
+    out = check_output(out, overwrite, source, [tokenizer_dir, eval_file])
     task = validate(ModelConfig(task=task), "the arguments").task or files.config.task
     examples = read_eval_file(eval_file, task, files) if eval_file is not None else None
     graph = _load_graph(files.onnx_path)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ernie_deploy.convert import tune_measure as m
-from ernie_deploy.convert.outdir import check_output, read_paths
+from ernie_deploy.convert.outdir import check_output, model_input
 from ernie_deploy.convert.quantize_report import probe_batch
 from ernie_deploy.convert.tune_build import (
     Variant,
@@ -108,7 +108,7 @@ def tune(
     _refuse_source(Path(out), files)
     named = texts if isinstance(texts, (str, Path)) else None
     out = check_output(
-        out, overwrite, read_paths(model, files.onnx_path.parent, tokenizer_dir, named)
+        out, overwrite, [model_input(model, files.onnx_path.parent)], [tokenizer_dir, named]
     )
     threads = threads or usable_cpus()
     settings = _Settings(task, batch_size, max_seq_length, threads, files.tokenizer_dir)
