@@ -177,6 +177,22 @@ def test_a_resumed_job_keeps_its_tokenizer(lookup_ner: Path, corpus: Path, tmp_p
     assert back.exit_code == 2 and "other settings (tokenizer)" in back.stderr
     again = batch(*args, "--tokenizer", str(other))
     assert again.exit_code == 0 and "nothing to do" in again.stderr
+    # a model whose .onnx is a link elsewhere (the Hugging Face cache's layout) names no
+    # tokenizer in its settings unless one is given, as before this setting existed
+    cache = tmp_path / "snapshot"
+    blobs = tmp_path / "blobs"
+    cache.mkdir()
+    blobs.mkdir()
+    for f in lookup_ner.iterdir():
+        if f.suffix == ".onnx":
+            (blobs / f.name).write_bytes(f.read_bytes())
+            (cache / f.name).symlink_to(blobs / f.name)
+        else:
+            (cache / f.name).write_bytes(f.read_bytes())
+    linked = tmp_path / "linked.jsonl"
+    assert batch(str(cache), str(corpus), str(linked), "--text-column", "doc").exit_code == 0
+    manifest = json.loads(Path(f"{linked}.batch.json").read_text(encoding="utf-8"))
+    assert "tokenizer" not in manifest["settings"]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

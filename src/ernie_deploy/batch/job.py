@@ -245,17 +245,15 @@ def _settings(model: BatchModel, source: Source, options: BatchOptions) -> dict[
 
 
 def _model_id(model: BatchModel) -> dict[str, str]:
-    """The model's .onnx, and its tokenizer where that is not the model's own directory (so
-    manifests of jobs that never named one keep their keys)."""
+    """The model's .onnx, and the tokenizer folder when one was named (so manifests of jobs
+    that never named one keep their keys)."""
     from ernie_deploy.runtime.model_dir import find_model
 
     files = find_model(model.path, model.tokenizer_dir)
     _refuse_rerank(model.task or files.config.task, model.path)
-    onnx = files.onnx_path.resolve()
-    tokenizer = files.tokenizer_dir.resolve()
-    ids = {"model": str(onnx)}
-    if tokenizer != onnx.parent:
-        ids["tokenizer"] = str(tokenizer)
+    ids = {"model": str(files.onnx_path.resolve())}
+    if model.tokenizer_dir is not None:
+        ids["tokenizer"] = str(files.tokenizer_dir.resolve())
     return ids
 
 
