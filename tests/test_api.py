@@ -103,8 +103,10 @@ def test_stream_takes_any_iterable_and_checks_chunk_size(lookup_ner: Path) -> No
             list(ner.stream(texts, chunk_size=bad))  # type: ignore[arg-type]
     with pytest.raises(errors.EmptyInputError, match="No texts were given"):
         list(ner.stream(iter([])))
-    with pytest.raises(errors.InputError, match="iterable of strings"):
-        list(ner.stream(5))  # type: ignore[arg-type]
+    for bad_texts in (5, {"北京": 1}):  # a mapping's keys are no list of texts
+        with pytest.raises(errors.InputError, match="iterable of strings"):
+            list(ner.stream(bad_texts))  # type: ignore[arg-type]
+    assert [r.to_dict() for r in ner.stream(texts, chunk_size=np.int64(4))] == expected
     # a bad text raises when its chunk is reached, after the chunks before it
     got = []
     with pytest.raises(errors.EmptyInputError, match="Text 4 is empty"):

@@ -8,7 +8,7 @@ field by name without another edit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -131,11 +131,11 @@ class LoadOptions:
 OPTION_NAMES = tuple(f.name for f in fields(LoadOptions))
 
 
-def parse_labels(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+def parse_labels(value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     """--labels: "O,B-PER,I-PER", a file with one label per line, or a list."""
     if value is None:
         return None
-    if not isinstance(value, (str, list, tuple)):
+    if not isinstance(value, (str, Iterable)) or isinstance(value, (bytes, Mapping)):
         raise ConfigError(
             f"labels must be comma-separated names (O,B-PER,I-PER), a label file or a list of "
             f"names, got {value!r}."

@@ -87,6 +87,10 @@ def test_labels_of_the_wrong_type_are_one_sentence(bag_cls: Path) -> None:
     for bad in (5, {"O": 0}):
         with pytest.raises(errors.ConfigError, match="labels must be comma-separated names"):
             ernie_deploy.load(bag_cls, "seq_cls", labels=bad)  # type: ignore[arg-type]
+    # any other iterable of names is a list of labels, as a list is
+    names = [f"L{i}" for i in range(15)]
+    for given in ({n: i for i, n in enumerate(names)}.keys(), np.array(names), iter(names)):
+        assert ernie_deploy.load(bag_cls, "seq_cls", labels=given).labels == tuple(names)
     # a label file that is not there is no single label named "labels.txt"
     for missing in ("labels.txt", "conf/labels"):
         with pytest.raises(errors.ConfigError, match=f"The label file {missing} does not exist"):

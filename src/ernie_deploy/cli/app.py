@@ -53,7 +53,8 @@ def predict(
     model: Annotated[str, typer.Argument(help="Model directory or .onnx file.")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to predict.")] = None,
     input_file: Annotated[
-        Optional[Path], typer.Option("--input-file", "-i", help=".txt (one per line) or .jsonl.")
+        Optional[Path],
+        typer.Option("--input-file", "-i", help=".txt (one per line), .jsonl, .csv or .parquet."),
     ] = None,
     output_file: Annotated[
         Optional[Path], typer.Option("--output-file", "-o", help="jsonl results (default stdout).")
@@ -78,7 +79,9 @@ def predict(
     normalize: opt.Normalize = None,
     prompt_name: opt.PromptName = None,
     query: Annotated[Optional[str], typer.Option(help="rerank: the query.")] = None,
-    text_field: Annotated[str, typer.Option(help="jsonl field holding the text.")] = "text",
+    text_field: Annotated[
+        str, typer.Option(help="The .jsonl field or .csv / .parquet column holding the text.")
+    ] = "text",
     result_prefix: Annotated[
         str, typer.Option(help="Put before the result fields' names (e.g. pred_).")
     ] = "",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from numbers import Integral
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -132,17 +133,17 @@ class Predictor(ABC, Generic[R]):
         read one chunk ahead. A bad text raises when its chunk is reached; results already
         yielded stay valid.
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or chunk_size < 1:
             raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
         if isinstance(texts, str):
             texts = [texts]
-        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        if isinstance(texts, (bytes, bytearray, Mapping)) or not isinstance(texts, Iterable):
             raise InputError(
                 f"Expected a string or an iterable of strings, got {type(texts).__name__}."
             )
         items = iter(texts)
         start = 0
-        while chunk := list(islice(items, chunk_size)):
+        while chunk := list(islice(items, int(chunk_size))):
             yield from self.predict(chunk, first_index=start)
             start += len(chunk)
         if start == 0:
