@@ -72,7 +72,9 @@ def test_subword_pieces_take_first_piece_label() -> None:
 
 
 texts = st.text(
-    alphabet=st.sampled_from(list("北京abc XYZ12 3\t，。é😀") + ["\u3000"]), min_size=1, max_size=40
+    alphabet=st.sampled_from(list("北京abc XYZ12 3\t，。é😀") + ["\u3000", "\u0301"]),
+    min_size=1,
+    max_size=40,
 )
 
 
@@ -133,6 +135,15 @@ def test_space_only_word_tagged_b_is_dropped_and_spaces_trimmed() -> None:
     tags = np.array([BIO.labels.index(t) for t in ["O", "B-PER", "B-PER", "I-PER"]])
     ents = decode(text, tags, np.ones(4), offsets, np.arange(4), BIO)
     assert [(e.text, e.start, e.end) for e in ents] == [("bc d", 3, 7)]
+
+
+def test_an_entity_keeps_the_combining_marks_of_its_last_letter() -> None:
+    text = "Jose\u0301 在北京"
+    # the tokenizer's offsets leave the combining acute out of "Jose" (0, 4)
+    offsets = np.array([[0, 4], [6, 7], [7, 8], [8, 9]])
+    ids = np.array([BIO.labels.index(t) for t in ["B-PER", "O", "B-LOC", "I-LOC"]])
+    ents = decode(text, ids, np.ones(4), offsets, np.arange(4), BIO)
+    assert [(e.text, e.start, e.end) for e in ents] == [("Jose\u0301", 0, 5), ("北京", 7, 9)]
 
 
 def test_invisible_format_characters_never_reach_an_entity() -> None:

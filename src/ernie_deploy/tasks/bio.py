@@ -134,7 +134,8 @@ def decode(
     (strict: closes X and drops the Y piece). An entity still open at the end is kept.
     Offsets are character offsets into `text`, so `entity.text == text[start:end]`; an
     entity never starts or ends with whitespace or an invisible format character (U+200B,
-    U+FEFF, ...), and one made of those alone is dropped.
+    U+FEFF, ...), and one made of those alone is dropped; it never ends between a letter and
+    its combining marks.
     """
     starts = word_starts(word_ids)
     if len(starts) == 0:
@@ -158,6 +159,10 @@ def decode(
                 s += 1
             while e > s and _blank(text[e - 1]):
                 e -= 1
+            # a mark the tokenizer left out (e + U+0301) stays with its letter, up to the next word
+            stop = int(span_start[last + 1]) if last + 1 < len(span_start) else len(text)
+            while s < e < stop and unicodedata.combining(text[e]):
+                e += 1
             if s < e:  # a word of spaces alone is no entity
                 entities.append(Entity(text[s:e], kind, s, e, total / (last - first + 1)))
         kind = ""
