@@ -106,10 +106,8 @@ def tune(
         raise ConfigError(f"repeats must be at least 1, not {repeats}.")
     files = find_model(model, tokenizer_dir)
     _refuse_source(Path(out), files)
-    named = texts if isinstance(texts, (str, Path)) else None
-    out = check_output(
-        out, overwrite, [model_input(model, files.onnx_path.parent)], [tokenizer_dir, named]
-    )
+    source = [model_input(model, files.onnx_path.parent)]
+    out = check_output(out, overwrite, source, [tokenizer_dir, texts])  # texts: maybe a file
     threads = threads or usable_cpus()
     settings = _Settings(task, batch_size, max_seq_length, threads, files.tokenizer_dir)
     fp32 = settings.load(model)

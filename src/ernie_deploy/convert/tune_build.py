@@ -192,19 +192,11 @@ def write_out(
 def _copy_source(files: ModelFiles, stage: Path) -> None:
     """The fp32 model as a normal model directory: its graph (+ external data), config and
     tokenizer files."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
+    from ernie_deploy.runtime.checks import external_data_files, read_graph
 
     src = files.onnx_path
     copy_model_files(src.parent, stage)
-    graph = onnx.load(str(src), load_external_data=False)
-    locations = {
-        e.value
-        for t in graph.graph.initializer
-        if uses_external_data(t)
-        for e in t.external_data
-        if e.key == "location"
-    }
+    locations = external_data_files(read_graph(src))
     shutil.copy2(src, stage / src.name)
     for name in locations:
         (stage / name).parent.mkdir(parents=True, exist_ok=True)

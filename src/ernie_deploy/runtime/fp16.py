@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ernie_deploy.errors import ConfigError
+from ernie_deploy.runtime.checks import external_data_files
 from ernie_deploy.runtime.device import CUDA, TENSORRT
 from ernie_deploy.runtime.probes import PROBE_TEXTS, random_probe, text_probe
 from ernie_deploy.runtime.session import (
@@ -323,14 +324,7 @@ def _digest(source: Path, model: Any, block_ops: Sequence[str]) -> str:
     ops = ",".join(sorted(set(block_ops)))
     key = f"ernie-deploy fp16 v{FORMAT_VERSION}\0ort {ort_version}\0{ops}\0"
     digest = hashlib.sha256(key.encode())
-    locations = sorted(
-        {
-            entry.value
-            for tensor in model.graph.initializer
-            for entry in tensor.external_data
-            if entry.key == "location"
-        }
-    )
+    locations = sorted(external_data_files(model))
     for file in [source, *(source.parent / loc for loc in locations)]:
         with file.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

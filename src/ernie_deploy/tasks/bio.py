@@ -105,11 +105,9 @@ def isolate_cjk(text: str, offsets: np.ndarray, word_ids: np.ndarray) -> np.ndar
     new = (cjk[np.where(start < end, start, -1)] | cjk[prev_end - 1]) & ~bare_prev
     if not new.any():
         return word_ids
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    change[1:] = word_ids[1:] != word_ids[:-1]
-    change[cont[new]] = True
-    return np.cumsum(change) - 1
+    starts = np.ones(n, dtype=bool)
+    starts[cont[~new]] = False  # continuations that stay continuations
+    return np.cumsum(starts) - 1
 
 
 def _blank(ch: str) -> bool:
